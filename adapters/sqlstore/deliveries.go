@@ -1,0 +1,290 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/heraldhq/herald/notify"
+)
+
+// ErrNotFound is returned when a record does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Execer runs statements: a *sql.DB or a *sql.Tx.
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// Deliveries is the delivery store: one row per (event, channel, address).
+type Deliveries struct{ db *DB }
+
+// Deliveries returns the delivery store.
+func (db *DB) Deliveries() *Deliveries { return &Deliveries{db: db} }
+
+// InsertQueued records new deliveries as queued inside tx; existing ones are kept
+// unchanged, so a redelivered event does not reset them.
+func (s *Deliveries) InsertQueued(ctx context.Context, tx Execer, ds []notify.Delivery) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString(`INSERT INTO herald_deliveries (id, event_id, event_type, channel, lane, recipient_id, address,
+		status, occurred_at, created_at, updated_at) VALUES `)
+	args := make([]any, 0, len(ds)*11)
+	t := now()
+	for i, d := range ds {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?)")
+		args = append(args, d.ID, d.EventID, d.EventType, string(d.Channel), string(d.Lane), d.RecipientID,
+			string(d.Address), string(notify.StatusQueued), d.OccurredAt.UnixMicro(), t, t)
+	}
+	b.WriteString(" ON CONFLICT (id) DO NOTHING")
+	if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+		return fmt.Errorf("inserting deliveries: %w", err)
+	}
+	return nil
+}
+
+// Start moves a delivery to sending and counts the attempt. It returns the current
+// status and false when the delivery is already terminal (nothing to do).
+func (s *Deliveries) Start(ctx context.Context, id string) (notify.Status, int, bool, error) {
+	var attempts int
+	err := s.db.W.QueryRowContext(ctx, `UPDATE herald_deliveries SET status = ?, attempts = attempts + 1, updated_at = ?
+		WHERE id = ? AND status IN (?, ?) RETURNING attempts`,
+		string(notify.StatusSending), now(), id, string(notify.StatusQueued), string(notify.StatusSending)).Scan(&attempts)
+	if err == nil {
+		return notify.StatusSending, attempts, true, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return "", 0, false, fmt.Errorf("starting delivery %s: %w", id, err)
+	}
+	d, err := s.Get(ctx, id)
+	if err != nil {
+		return "", 0, false, fmt.Errorf("starting delivery %s: %w", id, err)
+	}
+	return d.Status, d.Attempts, false, nil
+}
+
+// MarkSent records the provider's acceptance.
+func (s *Deliveries) MarkSent(ctx context.Context, id string, r notify.Receipt, at time.Time) error {
+	_, err := s.db.W.ExecContext(ctx, `UPDATE herald_deliveries SET status = ?, provider = ?, provider_message_id = ?,
+		last_error = '', sent_at = ?, updated_at = ? WHERE id = ?`,
+		string(notify.StatusSent), r.Provider, r.ProviderMessageID, at.UnixMicro(), now(), id)
+	if err != nil {
+		return fmt.Errorf("marking delivery %s sent: %w", id, err)
+	}
+	return nil
+}
+
+// MarkRetrying records a transient failure; the delivery goes back to queued.
+func (s *Deliveries) MarkRetrying(ctx context.Context, id, reason string) error {
+	_, err := s.db.W.ExecContext(ctx, `UPDATE herald_deliveries SET status = ?, last_error = ?, updated_at = ?
+		WHERE id = ? AND status IN (?, ?)`,
+		string(notify.StatusQueued), truncate(reason), now(), id, string(notify.StatusQueued), string(notify.StatusSending))
+	if err != nil {
+		return fmt.Errorf("recording retry of delivery %s: %w", id, err)
+	}
+	return nil
+}
+
+// MarkEnded sets a terminal status other than sent (failed, expired, poisoned) with the
+// reason. A delivery already sent keeps its status.
+func (s *Deliveries) MarkEnded(ctx context.Context, id string, st notify.Status, reason string) error {
+	_, err := s.db.W.ExecContext(ctx, `UPDATE herald_deliveries SET status = ?, last_error = ?, updated_at = ?
+		WHERE id = ? AND status NOT IN (?, ?)`,
+		string(st), truncate(reason), now(), id, string(notify.StatusSent), string(notify.StatusDelivered))
+	if err != nil {
+		return fmt.Errorf("marking delivery %s %s: %w", id, st, err)
+	}
+	return nil
+}
+
+func truncate(s string) string {
+	if len(s) > 1000 {
+		return s[:1000]
+	}
+	return s
+}
+
+const deliveryColumns = `id, event_id, event_type, channel, lane, recipient_id, address, status, attempts,
+	last_error, provider, provider_message_id, occurred_at, created_at, updated_at, sent_at`
+
+func scanDelivery(sc interface{ Scan(...any) error }) (notify.Delivery, error) {
+	var d notify.Delivery
+	var ch, lane, addr, st string
+	var occ, created, updated int64
+	var sent sql.NullInt64
+	if err := sc.Scan(&d.ID, &d.EventID, &d.EventType, &ch, &lane, &d.RecipientID, &addr, &st, &d.Attempts,
+		&d.LastError, &d.Provider, &d.ProviderMessageID, &occ, &created, &updated, &sent); err != nil {
+		return d, err
+	}
+	d.Channel, d.Lane, d.Address, d.Status = notify.Channel(ch), notify.Lane(lane), notify.Address(addr), notify.Status(st)
+	d.OccurredAt, d.CreatedAt, d.UpdatedAt = fromMicros(occ), fromMicros(created), fromMicros(updated)
+	if sent.Valid {
+		t := fromMicros(sent.Int64)
+		d.SentAt = &t
+	}
+	return d, nil
+}
+
+// Get returns one delivery.
+func (s *Deliveries) Get(ctx context.Context, id string) (notify.Delivery, error) {
+	d, err := scanDelivery(s.db.R.QueryRowContext(ctx, `SELECT `+deliveryColumns+` FROM herald_deliveries WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return d, ErrNotFound
+	}
+	return d, err
+}
+
+// ByEvent returns the deliveries of one event or notification.
+func (s *Deliveries) ByEvent(ctx context.Context, eventID string) ([]notify.Delivery, error) {
+	return s.query(ctx, `SELECT `+deliveryColumns+` FROM herald_deliveries WHERE event_id = ? ORDER BY channel, id`, eventID)
+}
+
+func (s *Deliveries) query(ctx context.Context, q string, args ...any) ([]notify.Delivery, error) {
+	rows, err := s.db.R.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing deliveries: %w", err)
+	}
+	defer rows.Close()
+	out := []notify.Delivery{}
+	for rows.Next() {
+		d, err := scanDelivery(rows)
+		if err != nil {
+			return nil, fmt.Errorf("listing deliveries: %w", err)
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// DeliveryFilter selects deliveries for listing.
+type DeliveryFilter struct {
+	Status  notify.Status
+	Channel notify.Channel
+	Cursor  string // from the previous page's NextCursor
+	Limit   int    // 1..500, default 50
+}
+
+// ErrBadCursor is returned for a cursor Herald did not produce.
+var ErrBadCursor = errors.New("invalid cursor")
+
+// List returns a page of deliveries, oldest first, and the cursor of the next page
+// ("" on the last page).
+func (s *Deliveries) List(ctx context.Context, f DeliveryFilter) ([]notify.Delivery, string, error) {
+	if f.Limit <= 0 {
+		f.Limit = 50
+	}
+	var where []string
+	var args []any
+	if f.Status != "" {
+		where = append(where, "status = ?")
+		args = append(args, string(f.Status))
+	}
+	if f.Channel != "" {
+		where = append(where, "channel = ?")
+		args = append(args, string(f.Channel))
+	}
+	if f.Cursor != "" {
+		at, id, err := decodeCursor(f.Cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		where = append(where, "(created_at > ? OR (created_at = ? AND id > ?))")
+		args = append(args, at, at, id)
+	}
+	q := `SELECT ` + deliveryColumns + ` FROM herald_deliveries`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY created_at, id LIMIT " + strconv.Itoa(f.Limit+1)
+	ds, err := s.query(ctx, q, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(ds) > f.Limit {
+		ds = ds[:f.Limit]
+		last := ds[len(ds)-1]
+		next = encodeCursor(last.CreatedAt.UnixMicro(), last.ID)
+	}
+	return ds, next, nil
+}
+
+func encodeCursor(at int64, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(at, 10) + "|" + id))
+}
+
+func decodeCursor(c string) (int64, string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return 0, "", ErrBadCursor
+	}
+	at, id, ok := strings.Cut(string(b), "|")
+	if !ok {
+		return 0, "", ErrBadCursor
+	}
+	n, err := strconv.ParseInt(at, 10, 64)
+	if err != nil {
+		return 0, "", ErrBadCursor
+	}
+	return n, id, nil
+}
+
+// Summary counts deliveries of the events whose id starts with prefix.
+type Summary struct {
+	Total     int
+	ByStatus  map[notify.Status]int
+	ByChannel map[notify.Channel]int
+	// LatenciesMs are sent_at - occurred_at of every sent delivery, in milliseconds.
+	LatenciesMs []float64
+}
+
+// Summarize counts the deliveries of events whose id starts with prefix.
+func (s *Deliveries) Summarize(ctx context.Context, prefix string, withLatencies bool) (Summary, error) {
+	sum := Summary{ByStatus: map[notify.Status]int{}, ByChannel: map[notify.Channel]int{}}
+	rows, err := s.db.R.QueryContext(ctx, `SELECT status, channel, COUNT(*) FROM herald_deliveries
+		WHERE event_id >= ? AND event_id < ? GROUP BY status, channel`, prefix, prefix+"\U0010FFFF")
+	if err != nil {
+		return sum, fmt.Errorf("summarizing deliveries: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var st, ch string
+		var n int
+		if err := rows.Scan(&st, &ch, &n); err != nil {
+			return sum, err
+		}
+		sum.Total += n
+		sum.ByStatus[notify.Status(st)] += n
+		sum.ByChannel[notify.Channel(ch)] += n
+	}
+	if err := rows.Err(); err != nil {
+		return sum, err
+	}
+	if !withLatencies {
+		return sum, nil
+	}
+	lrows, err := s.db.R.QueryContext(ctx, `SELECT sent_at - occurred_at FROM herald_deliveries
+		WHERE event_id >= ? AND event_id < ? AND sent_at IS NOT NULL`, prefix, prefix+"\U0010FFFF")
+	if err != nil {
+		return sum, fmt.Errorf("reading latencies: %w", err)
+	}
+	defer lrows.Close()
+	for lrows.Next() {
+		var us int64
+		if err := lrows.Scan(&us); err != nil {
+			return sum, err
+		}
+		sum.LatenciesMs = append(sum.LatenciesMs, float64(us)/1000)
+	}
+	return sum, lrows.Err()
+}

@@ -1,0 +1,150 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/heraldhq/herald/notify"
+)
+
+// Recipients is the SQL-backed recipient directory.
+type Recipients struct{ db *DB }
+
+// Recipients returns the recipient directory.
+func (db *DB) Recipients() *Recipients { return &Recipients{db: db} }
+
+// Put creates or replaces a recipient.
+func (s *Recipients) Put(ctx context.Context, r notify.Recipient) (notify.Recipient, error) {
+	contacts, err := json.Marshal(r.Contacts)
+	if err != nil {
+		return r, err
+	}
+	prefs, err := json.Marshal(r.Preferences)
+	if err != nil {
+		return r, err
+	}
+	t := now()
+	_, err = s.db.W.ExecContext(ctx, `INSERT INTO herald_recipients (id, locale, time_zone, contacts, preferences, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET locale = excluded.locale, time_zone = excluded.time_zone,
+		contacts = excluded.contacts, preferences = excluded.preferences, updated_at = excluded.updated_at`,
+		r.ID, r.Locale, r.TimeZone, string(contacts), string(prefs), t)
+	if err != nil {
+		return r, fmt.Errorf("saving recipient: %w", err)
+	}
+	r.UpdatedAt = fromMicros(t)
+	return r, nil
+}
+
+// Get returns a recipient, or ErrNotFound.
+func (s *Recipients) Get(ctx context.Context, id string) (notify.Recipient, error) {
+	var r notify.Recipient
+	var contacts, prefs string
+	var updated int64
+	err := s.db.R.QueryRowContext(ctx, `SELECT id, locale, time_zone, contacts, preferences, updated_at
+		FROM herald_recipients WHERE id = ?`, id).Scan(&r.ID, &r.Locale, &r.TimeZone, &contacts, &prefs, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, ErrNotFound
+	}
+	if err != nil {
+		return r, fmt.Errorf("reading recipient: %w", err)
+	}
+	if err := json.Unmarshal([]byte(contacts), &r.Contacts); err != nil {
+		return r, fmt.Errorf("decoding contacts of recipient: %w", err)
+	}
+	if err := json.Unmarshal([]byte(prefs), &r.Preferences); err != nil {
+		return r, fmt.Errorf("decoding preferences of recipient: %w", err)
+	}
+	r.UpdatedAt = fromMicros(updated)
+	return r, nil
+}
+
+// Notifications records what the fan-out did with each event and ad-hoc notification.
+type Notifications struct{ db *DB }
+
+// Notifications returns the notification log.
+func (db *DB) Notifications() *Notifications { return &Notifications{db: db} }
+
+// Notification is the fan-out's record of one event.
+type Notification struct {
+	ID         string    `json:"id"`
+	Type       string    `json:"type"`
+	CustomerID string    `json:"customer_id,omitempty"`
+	Status     string    `json:"status"`
+	Reason     string    `json:"reason,omitempty"`
+	OccurredAt time.Time `json:"occurred_at"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// Notification statuses.
+const (
+	NotificationPending   = "pending"    // in the outbox, not yet fanned out
+	NotificationFannedOut = "fanned_out" // deliveries created
+	NotificationSkipped   = "skipped"    // nothing to send (preferences, no address)
+	NotificationPoisoned  = "poisoned"   // invalid: see the poison queue
+)
+
+// Record saves the fan-out's outcome inside tx (idempotent).
+func (s *Notifications) Record(ctx context.Context, tx Execer, n Notification, deliveries int) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO herald_notifications (id, type, customer_id, status, reason, deliveries,
+		occurred_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+		n.ID, n.Type, n.CustomerID, n.Status, n.Reason, deliveries, n.OccurredAt.UnixMicro(), now())
+	if err != nil {
+		return fmt.Errorf("recording notification: %w", err)
+	}
+	return nil
+}
+
+// Get returns the fan-out record of an event; an event still in the outbox comes back
+// as pending; ErrNotFound when Herald never saw it.
+func (s *Notifications) Get(ctx context.Context, id string) (Notification, error) {
+	var n Notification
+	var occ, created int64
+	err := s.db.R.QueryRowContext(ctx, `SELECT id, type, customer_id, status, reason, occurred_at, created_at
+		FROM herald_notifications WHERE id = ?`, id).Scan(&n.ID, &n.Type, &n.CustomerID, &n.Status, &n.Reason, &occ, &created)
+	if err == nil {
+		n.OccurredAt, n.CreatedAt = fromMicros(occ), fromMicros(created)
+		return n, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return n, fmt.Errorf("reading notification: %w", err)
+	}
+	var reason string
+	err = s.db.R.QueryRowContext(ctx, `SELECT reason FROM herald_poison WHERE message_uuid = ? ORDER BY id DESC LIMIT 1`, id).Scan(&reason)
+	if err == nil {
+		return Notification{ID: id, Status: NotificationPoisoned, Reason: reason}, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return n, fmt.Errorf("reading poison queue: %w", err)
+	}
+	var one int
+	err = s.db.R.QueryRowContext(ctx, `SELECT 1 FROM "`+TopicTable(EventsTopic)+`" WHERE uuid = ? LIMIT 1`, id).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return n, ErrNotFound
+	}
+	if err != nil {
+		return n, fmt.Errorf("reading outbox: %w", err)
+	}
+	return Notification{ID: id, Status: NotificationPending}, nil
+}
+
+// ClaimIdempotencyKey binds key to notificationID inside tx. It returns the id already
+// bound when the key was used before (and then the caller must not write again).
+func (s *Notifications) ClaimIdempotencyKey(ctx context.Context, tx *sql.Tx, key, notificationID string) (string, bool, error) {
+	res, err := tx.ExecContext(ctx, `INSERT INTO herald_idempotency_keys (key, notification_id, created_at) VALUES (?, ?, ?)
+		ON CONFLICT (key) DO NOTHING`, key, notificationID, now())
+	if err != nil {
+		return "", false, fmt.Errorf("claiming idempotency key: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return notificationID, true, nil
+	}
+	var existing string
+	if err := tx.QueryRowContext(ctx, `SELECT notification_id FROM herald_idempotency_keys WHERE key = ?`, key).Scan(&existing); err != nil {
+		return "", false, fmt.Errorf("reading idempotency key: %w", err)
+	}
+	return existing, false, nil
+}

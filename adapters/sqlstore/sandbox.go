@@ -1,0 +1,55 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// SandboxSends records what sandbox providers would have sent.
+type SandboxSends struct{ db *DB }
+
+// SandboxSends returns the sandbox record.
+func (db *DB) SandboxSends() *SandboxSends { return &SandboxSends{db: db} }
+
+// SandboxSend is one message a sandbox provider accepted.
+type SandboxSend struct {
+	DeliveryID string
+	Channel    string
+	Address    string
+	Subject    string
+	Body       string
+	AcceptedAt time.Time
+}
+
+// Add records a send.
+func (s *SandboxSends) Add(ctx context.Context, r SandboxSend) (int64, error) {
+	var id int64
+	err := s.db.W.QueryRowContext(ctx, `INSERT INTO herald_sandbox_sends (delivery_id, channel, address, subject, body, accepted_at)
+		VALUES (?, ?, ?, ?, ?, ?) RETURNING id`, r.DeliveryID, r.Channel, r.Address, r.Subject, r.Body, r.AcceptedAt.UnixMicro()).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("recording sandbox send: %w", err)
+	}
+	return id, nil
+}
+
+// Duplicates counts deliveries of events whose id starts with prefix that a sandbox
+// provider or the inbox accepted more than once (each extra acceptance counts one).
+func (s *SandboxSends) Duplicates(ctx context.Context, prefix string) (int, error) {
+	var n int
+	err := s.db.R.QueryRowContext(ctx, `SELECT COALESCE(SUM(c - 1), 0) FROM (
+		SELECT COUNT(*) AS c FROM herald_sandbox_sends s JOIN herald_deliveries d ON d.id = s.delivery_id
+		WHERE d.event_id >= ? AND d.event_id < ? GROUP BY s.delivery_id HAVING COUNT(*) > 1)`,
+		prefix, prefix+"\U0010FFFF").Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("counting duplicate sends: %w", err)
+	}
+	return n, nil
+}
+
+// Count returns how many sends were recorded for a delivery.
+func (s *SandboxSends) Count(ctx context.Context, deliveryID string) (int, error) {
+	var n int
+	err := s.db.R.QueryRowContext(ctx, `SELECT COUNT(*) FROM herald_sandbox_sends WHERE delivery_id = ?`, deliveryID).Scan(&n)
+	return n, err
+}

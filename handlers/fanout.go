@@ -1,0 +1,160 @@
+// Package handlers holds Herald's message handlers: the fan-out of events into one
+// message per channel and address, channel delivery through providers, and the
+// persistence of poisoned messages.
+package handlers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/notify"
+	"github.com/heraldhq/herald/templates"
+)
+
+// Directory finds recipients.
+type Directory interface {
+	Get(ctx context.Context, id string) (notify.Recipient, error)
+}
+
+// FanOutStore commits a fan-out atomically.
+type FanOutStore interface {
+	CommitFanOut(ctx context.Context, n sqlstore.Notification, ds []notify.Delivery, msgs map[string][]*message.Message) error
+}
+
+// FanOutConfig configures the fan-out handler.
+type FanOutConfig struct {
+	Directory Directory
+	Store     FanOutStore
+	Renderer  *templates.Renderer
+	// Channels that have a delivery handler; targets on other channels are skipped.
+	Channels []notify.Channel
+	// Metrics receives the handler's metrics. Required.
+	Metrics *metrics.Set
+}
+
+// Validate checks the config.
+func (c FanOutConfig) Validate() error {
+	if c.Directory == nil || c.Store == nil || c.Renderer == nil || c.Metrics == nil {
+		return errors.New("fan-out: directory, store, renderer and metrics are required")
+	}
+	if len(c.Channels) == 0 {
+		return errors.New("fan-out: at least one channel is required")
+	}
+	return nil
+}
+
+// FanOut turns one event into one message per (channel, address).
+type FanOut struct {
+	cfg      FanOutConfig
+	channels map[notify.Channel]bool
+	log      *slog.Logger
+}
+
+// NewFanOut returns the fan-out handler.
+func NewFanOut(cfg FanOutConfig, logger *slog.Logger) (*FanOut, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	f := &FanOut{cfg: cfg, channels: map[notify.Channel]bool{}, log: logger}
+	for _, c := range cfg.Channels {
+		f.channels[c] = true
+	}
+	return f, nil
+}
+
+// Handle decodes and validates the event (invalid input is poison), plans and renders
+// its messages and commits them with their delivery records.
+func (f *FanOut) Handle(msg *message.Message) error {
+	ctx := msg.Context()
+	e, err := notify.DecodeEvent(msg.Payload)
+	if err != nil {
+		f.cfg.Metrics.GetOrCreateCounter(`herald_events_consumed_total{type="invalid"}`).Inc()
+		return err
+	}
+	if e.ID != msg.UUID {
+		return notify.Poison(fmt.Errorf("event_id %q differs from the outbox row's uuid %q", e.ID, msg.UUID))
+	}
+	f.cfg.Metrics.GetOrCreateCounter(fmt.Sprintf(`herald_events_consumed_total{type=%q}`, metricLabel(e.Type))).Inc()
+
+	r := notify.Recipient{ID: e.CustomerID}
+	if e.CustomerID != "" {
+		dir, err := f.cfg.Directory.Get(ctx, e.CustomerID)
+		switch {
+		case err == nil:
+			r = dir
+		case errors.Is(err, sqlstore.ErrNotFound):
+		default:
+			return fmt.Errorf("looking up recipient: %w", err)
+		}
+	}
+	r.Contacts = notify.MergeContacts(r.Contacts, e.Contact)
+	locale := f.cfg.Renderer.Locale(&e, r.Locale)
+
+	n := sqlstore.Notification{ID: e.ID, Type: e.Type, CustomerID: e.CustomerID, OccurredAt: e.OccurredAt,
+		Status: sqlstore.NotificationFannedOut}
+	targets, why := notify.Plan(&e, &r)
+	var kept []notify.Target
+	for _, t := range targets {
+		if f.channels[t.Channel] {
+			kept = append(kept, t)
+		}
+	}
+	if len(kept) == 0 {
+		n.Status, n.Reason = sqlstore.NotificationSkipped, why
+		if why == "" {
+			n.Reason = "no enabled channel"
+		}
+		return f.cfg.Store.CommitFanOut(ctx, n, nil, nil)
+	}
+
+	lane := e.Lane()
+	rendered := map[notify.Channel]notify.Content{}
+	ds := make([]notify.Delivery, 0, len(kept))
+	msgs := map[string][]*message.Message{}
+	for _, t := range kept {
+		content, ok := rendered[t.Channel]
+		if !ok {
+			if content, err = f.cfg.Renderer.Render(&e, t.Channel, locale, r.TimeZone); err != nil {
+				return err
+			}
+			rendered[t.Channel] = content
+		}
+		m := notify.Message{
+			DeliveryID: notify.DeliveryID(e.ID, t.Channel, t.Address), EventID: e.ID, EventType: e.Type,
+			Channel: t.Channel, Lane: lane, RecipientID: r.ID, Address: notify.Address(t.Address),
+			Locale: locale, Content: content, OccurredAt: e.OccurredAt,
+		}
+		payload, err := json.Marshal(m)
+		if err != nil {
+			return notify.Poison(fmt.Errorf("encoding message: %w", err))
+		}
+		wm := message.NewMessage(m.DeliveryID, payload)
+		wm.Metadata.Set("delivery_id", m.DeliveryID)
+		wm.Metadata.Set("event_id", e.ID)
+		wm.Metadata.Set("channel", string(t.Channel))
+		topic := sqlstore.DeliveryTopic(string(t.Channel))
+		msgs[topic] = append(msgs[topic], wm)
+		ds = append(ds, notify.Delivery{ID: m.DeliveryID, EventID: e.ID, EventType: e.Type, Channel: t.Channel,
+			Lane: lane, RecipientID: r.ID, Address: m.Address, OccurredAt: e.OccurredAt})
+	}
+	if err := f.cfg.Store.CommitFanOut(ctx, n, ds, msgs); err != nil {
+		return fmt.Errorf("committing fan-out of event %s: %w", e.ID, err)
+	}
+	return nil
+}
+
+// metricLabel keeps label values to known event types so input cannot explode the
+// number of series.
+func metricLabel(typ string) string {
+	if notify.KnownTemplate(typ) || typ == notify.TypeNotification {
+		return typ
+	}
+	return "other"
+}

@@ -1,0 +1,105 @@
+// Package outbox is what a Go banking core imports: it writes Herald events into the
+// outbox table inside the core's own transaction, so an event exists if and only if the
+// business change it describes was committed.
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/notify"
+)
+
+// Config of a Writer.
+type Config struct {
+	// Dialect of the core's database. Default sqlite.
+	Dialect sqlstore.Dialect
+	// Topic is the outbox topic. Default "events" (table herald_events).
+	Topic string
+}
+
+func (c *Config) setDefaults() {
+	if c.Dialect == "" {
+		c.Dialect = sqlstore.SQLite
+	}
+	if c.Topic == "" {
+		c.Topic = sqlstore.EventsTopic
+	}
+}
+
+// Validate checks the config.
+func (c Config) Validate() error {
+	if c.Dialect != sqlstore.SQLite {
+		return fmt.Errorf("outbox: unsupported dialect %q", c.Dialect)
+	}
+	return nil
+}
+
+// Writer writes events into the outbox.
+type Writer struct {
+	cfg    Config
+	schema wsql.SchemaAdapter
+}
+
+// New returns a Writer.
+func New(cfg Config) (*Writer, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Writer{cfg: cfg, schema: sqlstore.SQLiteSchema{}}, nil
+}
+
+// Write validates the events and inserts them into the outbox inside tx. Nothing is
+// written when any event is invalid (the error is a *notify.ValidationError naming
+// the event and field). Roll tx back and no notification is ever sent.
+func (w *Writer) Write(ctx context.Context, tx *sql.Tx, events ...notify.Event) error {
+	if tx == nil {
+		return errors.New("outbox: nil transaction")
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	msgs := make(message.Messages, 0, len(events))
+	for i := range events {
+		m, err := Message(&events[i])
+		if err != nil {
+			return fmt.Errorf("outbox: event %d: %w", i, err)
+		}
+		msgs = append(msgs, m)
+	}
+	pub, err := wsql.NewPublisher(wsql.TxFromStdSQL(tx), wsql.PublisherConfig{SchemaAdapter: w.schema}, nil)
+	if err != nil {
+		return fmt.Errorf("outbox: %w", err)
+	}
+	if err := pub.Publish(w.cfg.Topic, msgs...); err != nil {
+		return fmt.Errorf("outbox: writing %d events: %w", len(msgs), err)
+	}
+	return nil
+}
+
+// Message validates an event and encodes it as the outbox message Herald reads: the
+// event id is the message UUID, the JSON event the payload, and the metadata carries
+// the account id (the partition key) and the type.
+func Message(e *notify.Event) (*message.Message, error) {
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	payload, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("encoding event %s: %w", e.ID, err)
+	}
+	m := message.NewMessage(e.ID, payload)
+	m.Metadata.Set("event_type", e.Type)
+	if e.AccountID != "" {
+		m.Metadata.Set("account_id", e.AccountID)
+	}
+	return m, nil
+}

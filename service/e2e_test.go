@@ -1,0 +1,420 @@
+package service_test
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/config"
+	"github.com/heraldhq/herald/notify"
+	"github.com/heraldhq/herald/service"
+)
+
+const apiKey = "test-key-123"
+
+func testConfig(t *testing.T) config.Config {
+	return config.Config{
+		DB:       "sqlite://" + filepath.Join(t.TempDir(), "herald.db"),
+		Addr:     "127.0.0.1:0",
+		APIKeys:  []string{apiKey},
+		Channels: []string{"sms", "email", "inapp", "wechat", "push", "webhook"},
+		Bank:     "Test Bank", DefaultLocale: "zh-CN", DefaultTimeZone: "Asia/Shanghai",
+		PollInterval: 5 * time.Millisecond, BatchSize: 100, MaxRetries: 2,
+		BodyLimit: 64 << 10, LogFormat: "text", LogLevel: "info",
+	}
+}
+
+// start opens a Service and runs its pipeline for the duration of the test.
+func start(t *testing.T) *service.Service {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	svc, err := service.Open(context.Background(), testConfig(t), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.RunPipeline(ctx) }()
+	<-svc.Router.Running()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("pipeline: %v", err)
+		}
+		if err := svc.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return svc
+}
+
+func dec(s string) *decimal.Decimal {
+	d := decimal.RequireFromString(s)
+	return &d
+}
+
+func posted(id, customer, amount string) notify.Event {
+	return notify.Event{
+		ID: id, Type: notify.TypeTransactionPosted, OccurredAt: time.Now().UTC(),
+		AccountID: "6222020200112233", CustomerID: customer, Amount: dec(amount), BalanceAfter: dec("10000.00"),
+		Currency: "CNY", Direction: "debit", Counterparty: "Coffee Co",
+	}
+}
+
+// commit writes a business row and the outbox rows in one transaction, as a banking
+// core does; rollback=true aborts it instead.
+func commit(t *testing.T, svc *service.Service, rollback bool, events ...notify.Event) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := svc.DB.W.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS core_ledger (id TEXT PRIMARY KEY, amount TEXT)`); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := svc.DB.W.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO core_ledger (id, amount) VALUES (?, ?)`, e.ID, "1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := svc.Outbox.Write(ctx, tx, events...); err != nil {
+		t.Fatal(err)
+	}
+	if rollback {
+		err = tx.Rollback()
+	} else {
+		err = tx.Commit()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func putRecipient(t *testing.T, svc *service.Service, r notify.Recipient) {
+	t.Helper()
+	if _, err := svc.DB.Recipients().Put(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// terminal waits until the event has been fanned out and all its deliveries ended.
+func terminal(t *testing.T, svc *service.Service, eventID string) []notify.Delivery {
+	t.Helper()
+	var ds []notify.Delivery
+	waitFor(t, "event "+eventID+" to end", func() bool {
+		n, err := svc.DB.Notifications().Get(context.Background(), eventID)
+		if err != nil || n.Status == sqlstore.NotificationPending {
+			return false
+		}
+		ds, err = svc.DB.Deliveries().ByEvent(context.Background(), eventID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range ds {
+			if !d.Status.Terminal() {
+				return false
+			}
+		}
+		return true
+	})
+	return ds
+}
+
+func channelsOf(ds []notify.Delivery) string {
+	var cs []string
+	for _, d := range ds {
+		cs = append(cs, string(d.Channel)+":"+string(d.Status))
+	}
+	return strings.Join(cs, ",")
+}
+
+func TestCommittedEventIsDelivered(t *testing.T) {
+	t.Parallel()
+	svc := start(t)
+	putRecipient(t, svc, notify.Recipient{ID: "cust-1", Locale: "en", TimeZone: "Europe/London",
+		Contacts: notify.Contacts{Phone: "+8613800138000", Email: "alice@example.com"}})
+	commit(t, svc, false, posted("evt-ok", "cust-1", "1234.56"))
+
+	ds := terminal(t, svc, "evt-ok")
+	if got := channelsOf(ds); got != "email:sent,inapp:sent,sms:sent" {
+		t.Fatalf("deliveries = %s", got)
+	}
+	ctx := context.Background()
+	for _, d := range ds {
+		if d.Attempts != 1 || d.SentAt == nil || d.ProviderMessageID == "" {
+			t.Errorf("delivery %+v: want 1 attempt, sent_at and provider id", d)
+		}
+		if d.ID != notify.DeliveryID("evt-ok", d.Channel, string(d.Address)) {
+			t.Errorf("delivery id %s is not deterministic", d.ID)
+		}
+	}
+	var body string
+	if err := svc.DB.R.QueryRowContext(ctx, `SELECT body FROM herald_sandbox_sends WHERE channel = 'sms'`).Scan(&body); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(body, "CNY 1,234.56") || !strings.Contains(body, "****2233") {
+		t.Errorf("sms body %q lacks formatted amount or masked account", body)
+	}
+	page, err := svc.DB.Inbox().List(ctx, "cust-1", "", 10)
+	if err != nil || len(page.Messages) != 1 || page.Unread != 1 {
+		t.Fatalf("inbox = %+v, %v", page, err)
+	}
+}
+
+func TestRolledBackTransactionSendsNothing(t *testing.T) {
+	t.Parallel()
+	svc := start(t)
+	putRecipient(t, svc, notify.Recipient{ID: "cust-1", Contacts: notify.Contacts{Phone: "+8613800138000"}})
+	commit(t, svc, true, posted("evt-rolled-back", "cust-1", "10"))
+	// SQL topics are ordered: once a later event is done, an earlier one would be too.
+	commit(t, svc, false, posted("evt-barrier", "cust-1", "10"))
+	terminal(t, svc, "evt-barrier")
+
+	ctx := context.Background()
+	if _, err := svc.DB.Notifications().Get(ctx, "evt-rolled-back"); !errors.Is(err, sqlstore.ErrNotFound) {
+		t.Fatalf("rolled-back event is known: %v", err)
+	}
+	var n int
+	if err := svc.DB.R.QueryRowContext(ctx, `SELECT COUNT(*) FROM herald_sandbox_sends s JOIN herald_deliveries d ON d.id = s.delivery_id
+		WHERE d.event_id = 'evt-rolled-back'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("sends for rolled-back event: %d, %v", n, err)
+	}
+}
+
+func TestMalformedEventIsPoisonedAndPipelineContinues(t *testing.T) {
+	t.Parallel()
+	svc := start(t)
+	putRecipient(t, svc, notify.Recipient{ID: "cust-1", Contacts: notify.Contacts{Phone: "+8613800138000"}})
+	ctx := context.Background()
+	// What a careless core could write with plain SQL: broken JSON, then a valid JSON
+	// event with a float-looking amount missing its currency.
+	for _, row := range [][2]string{
+		{"evt-broken", `{"event_id": "evt-broken", "type": `},
+		{"evt-invalid", `{"event_id":"evt-invalid","type":"transaction.posted","occurred_at":"2026-11-22T10:00:00Z","customer_id":"cust-1","account_id":"1","amount":"12.50"}`},
+	} {
+		if _, err := svc.DB.W.ExecContext(ctx, `INSERT INTO herald_events (uuid, payload) VALUES (?, ?)`, row[0], row[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit(t, svc, false, posted("evt-good", "cust-1", "10"))
+	if got := channelsOf(terminal(t, svc, "evt-good")); got != "inapp:sent,sms:sent" {
+		t.Fatalf("good event after poison: %s", got)
+	}
+
+	entries, _, err := svc.DB.Poison().List(ctx, "", "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]string{}
+	for _, e := range entries {
+		reasons[e.MessageUUID] = e.Reason
+		if e.Topic != "events" || e.Handler != "fanout" {
+			t.Errorf("poison entry %+v: want topic events, handler fanout", e)
+		}
+	}
+	if !strings.Contains(reasons["evt-broken"], "decoding event") {
+		t.Errorf("broken event reason = %q", reasons["evt-broken"])
+	}
+	if !strings.Contains(reasons["evt-invalid"], "currency") {
+		t.Errorf("invalid event reason = %q", reasons["evt-invalid"])
+	}
+	n, err := svc.DB.Notifications().Get(ctx, "evt-invalid")
+	if err != nil || n.Status != sqlstore.NotificationPoisoned {
+		t.Errorf("invalid event status = %+v, %v", n, err)
+	}
+}
+
+func TestPreferencesAndThresholdsChooseChannels(t *testing.T) {
+	t.Parallel()
+	svc := start(t)
+	putRecipient(t, svc, notify.Recipient{ID: "cust-p",
+		Contacts: notify.Contacts{Phone: "+8613800138001", Email: "p@example.com", WeChatOpenID: "o-p"},
+		Preferences: notify.Preferences{
+			Channels:  map[string][]notify.Channel{notify.TypeTransactionPosted: {notify.ChannelWeChat, notify.ChannelEmail}},
+			MinAmount: dec("100"),
+		}})
+	commit(t, svc, false, posted("evt-small", "cust-p", "99.99"), posted("evt-big", "cust-p", "100.00"))
+	if ds := terminal(t, svc, "evt-big"); channelsOf(ds) != "email:sent,wechat:sent" {
+		t.Fatalf("preferred channels: %s", channelsOf(ds))
+	}
+	n, err := svc.DB.Notifications().Get(context.Background(), "evt-small")
+	if err != nil || n.Status != sqlstore.NotificationSkipped || !strings.Contains(n.Reason, "minimum") {
+		t.Fatalf("below threshold: %+v, %v", n, err)
+	}
+	// An inline contact overrides the directory.
+	e := posted("evt-inline", "cust-p", "500")
+	e.Contact = &notify.Contacts{Email: "override@example.com"}
+	commit(t, svc, false, e)
+	for _, d := range terminal(t, svc, "evt-inline") {
+		if d.Channel == notify.ChannelEmail && d.Address != "override@example.com" {
+			t.Errorf("inline contact ignored: %s", d.Address)
+		}
+	}
+}
+
+func api(t *testing.T, svc *service.Service, method, path, body string, hdr ...string) (int, map[string]any) {
+	t.Helper()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := svc.Server.App().Test(req, 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	if len(b) > 0 && json.Unmarshal(b, &out) != nil {
+		out = map[string]any{"raw": string(b)}
+	}
+	return resp.StatusCode, out
+}
+
+func TestAdHocNotificationThroughAPI(t *testing.T) {
+	t.Parallel()
+	svc := start(t)
+	code, body := api(t, svc, "PUT", "/v1/recipients/cust-a",
+		`{"contacts":{"phone":"+8613800138000","email":"a@example.com","wechat_openid":"o-1","push_tokens":[],"webhook_url":""},"locale":"zh-CN","time_zone":"Asia/Shanghai","preferences":{}}`)
+	if code != http.StatusOK {
+		t.Fatalf("put recipient: %d %v", code, body)
+	}
+	req := `{"recipient":{"customer_id":"cust-a"},"channels":["sms","email"],"template":"otp.requested","data":{"code":"123456"}}`
+	code, body = api(t, svc, "POST", "/v1/notifications", req, "Idempotency-Key", "k-1")
+	if code != http.StatusAccepted {
+		t.Fatalf("post notification: %d %v", code, body)
+	}
+	id, _ := body["id"].(string)
+	code, again := api(t, svc, "POST", "/v1/notifications", req, "Idempotency-Key", "k-1")
+	if code != http.StatusOK || again["id"] != id {
+		t.Fatalf("idempotent repeat: %d %v, want 200 with id %s", code, again, id)
+	}
+	terminal(t, svc, id)
+	code, body = api(t, svc, "GET", "/v1/notifications/"+id, "")
+	if code != http.StatusOK {
+		t.Fatalf("get notification: %d %v", code, body)
+	}
+	ds, _ := body["deliveries"].([]any)
+	if len(ds) != 2 {
+		t.Fatalf("deliveries = %v", body["deliveries"])
+	}
+	for _, d := range ds {
+		m := d.(map[string]any)
+		if m["status"] != "sent" || m["attempts"] != float64(1) {
+			t.Errorf("delivery %v: want sent after 1 attempt", m)
+		}
+	}
+	var sms string
+	if err := svc.DB.R.QueryRowContext(context.Background(),
+		`SELECT body FROM herald_sandbox_sends WHERE channel = 'sms'`).Scan(&sms); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		t.Fatal(err)
+	}
+	if !strings.Contains(sms, "123456") {
+		t.Errorf("otp sms %q lacks the code", sms)
+	}
+
+	// Raw address and raw content.
+	code, body = api(t, svc, "POST", "/v1/notifications",
+		`{"recipient":{"phone":"+8613900139000"},"channels":["sms"],"content":{"text":"Branch closed today"}}`)
+	if code != http.StatusAccepted {
+		t.Fatalf("raw notification: %d %v", code, body)
+	}
+	raw := terminal(t, svc, body["id"].(string))
+	if len(raw) != 1 || raw[0].Address != "+8613900139000" || raw[0].Status != notify.StatusSent {
+		t.Fatalf("raw deliveries = %+v", raw)
+	}
+}
+
+func TestAPIErrorsAreProblems(t *testing.T) {
+	t.Parallel()
+	svc := start(t)
+	cases := []struct {
+		method, path, body string
+		status             int
+		field              string
+	}{
+		{"POST", "/v1/events", `{"event_id":"e1","type":"transaction.posted","occurred_at":"2026-11-22T10:00:00Z","customer_id":"c","account_id":"a","amount":"x1","currency":"CNY"}`, 400, ""},
+		{"POST", "/v1/events", `{"event_id":"e1","type":"transaction.posted","occurred_at":"2026-11-22T10:00:00Z","customer_id":"c","account_id":"a","currency":"CNY"}`, 422, "amount"},
+		{"POST", "/v1/notifications", `{"recipient":{"phone":"12"},"channels":["fax"],"content":{"text":"x"}}`, 422, "channels[0]"},
+		{"PUT", "/v1/recipients/c1", `{"contacts":{"email":"nope"},"time_zone":"Mars/Base"}`, 422, "contacts.email"},
+		{"GET", "/v1/deliveries?status=lost", ``, 400, "status"},
+		{"GET", "/v1/deliveries?cursor=%%%", ``, 400, ""},
+		{"GET", "/v1/notifications/unknown", ``, 404, ""},
+	}
+	for _, c := range cases {
+		code, body := api(t, svc, c.method, c.path, c.body)
+		if code != c.status {
+			t.Errorf("%s %s: status %d %v, want %d", c.method, c.path, code, body, c.status)
+			continue
+		}
+		if body["status"] != float64(c.status) || body["title"] == "" {
+			t.Errorf("%s %s: not a problem document: %v", c.method, c.path, body)
+		}
+		if c.field != "" && !strings.Contains(toJSON(body["errors"]), `"field":"`+c.field+`"`) {
+			t.Errorf("%s %s: errors %v lack field %s", c.method, c.path, body["errors"], c.field)
+		}
+	}
+	req := httptest.NewRequest("GET", "/v1/deliveries", nil)
+	resp, err := svc.Server.App().Test(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 || resp.Header.Get("Content-Type") != "application/problem+json" {
+		t.Errorf("without key: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+}
+
+func TestBodyLimit(t *testing.T) {
+	t.Parallel()
+	svc := start(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = svc.Server.Serve(ln) }()
+	t.Cleanup(func() { _ = svc.Server.Shutdown(context.Background()) })
+	req, _ := http.NewRequest("POST", "http://"+ln.Addr().String()+"/v1/events", strings.NewReader(strings.Repeat("x", 70<<10)))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("oversized body: %d", resp.StatusCode)
+	}
+}
+
+func toJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
