@@ -148,3 +148,18 @@ func (s *Notifications) ClaimIdempotencyKey(ctx context.Context, tx *sql.Tx, key
 	}
 	return existing, false, nil
 }
+
+// CountPrefix counts the events whose id starts with prefix that the fan-out finished
+// (fanned out, skipped) plus those poisoned.
+func (s *Notifications) CountPrefix(ctx context.Context, prefix string) (int, error) {
+	var n, p int
+	hi := prefix + "\U0010FFFF"
+	if err := s.db.R.QueryRowContext(ctx, `SELECT COUNT(*) FROM herald_notifications WHERE id >= ? AND id < ?`, prefix, hi).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting notifications: %w", err)
+	}
+	if err := s.db.R.QueryRowContext(ctx, `SELECT COUNT(DISTINCT message_uuid) FROM herald_poison WHERE handler = 'fanout'
+		AND message_uuid >= ? AND message_uuid < ?`, prefix, hi).Scan(&p); err != nil {
+		return 0, fmt.Errorf("counting poisoned events: %w", err)
+	}
+	return n + p, nil
+}

@@ -1,0 +1,215 @@
+// Command herald turns a bank's transaction events into customer notifications.
+// It parses flags and wires packages; the work happens in them.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+	"github.com/mattn/go-isatty"
+	"github.com/schollz/progressbar/v3"
+	"gopkg.in/yaml.v3"
+
+	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/config"
+	"github.com/heraldhq/herald/demo"
+	"github.com/heraldhq/herald/service"
+)
+
+var version = "dev"
+
+type cli struct {
+	Config  kong.ConfigFlag `help:"YAML configuration file (keys are the flag names)." env:"HERALD_CONFIG" type:"existingfile"`
+	Serve   serveCmd        `cmd:"" help:"Run the API and the pipeline (with no configuration: the embedded SQLite default)."`
+	Migrate migrateCmd      `cmd:"" help:"Create or update every table Herald uses (idempotent)."`
+	Demo    demoCmd         `cmd:"" help:"Simulate a banking core, deliver everything through sandbox providers, print a summary."`
+	Version versionCmd      `cmd:"" help:"Print the version."`
+}
+
+type serveCmd struct {
+	config.Config `embed:""`
+}
+
+func (c *serveCmd) Run() error {
+	logger := newLogger(c.LogFormat, c.LogLevel, os.Stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	svc, err := service.Open(ctx, c.Config, logger)
+	if err != nil {
+		return err
+	}
+	runErr := svc.Run(ctx)
+	return errors.Join(runErr, svc.Close())
+}
+
+type migrateCmd struct {
+	config.Config `embed:""`
+}
+
+func (c *migrateCmd) Run() error {
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	ctx := context.Background()
+	db, err := sqlstore.Open(ctx, c.DB)
+	if err != nil {
+		return err
+	}
+	defer db.Close() //nolint:errcheck // read-only use after migrate
+	if err := db.Migrate(ctx, c.Channels); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "migrated %s\n", db.Location)
+	return nil
+}
+
+type demoCmd struct {
+	config.Config `embed:""`
+	Events        int  `help:"Transactions the simulated core commits." default:"500"`
+	Customers     int  `help:"Demo customers." default:"50"`
+	Writers       int  `help:"Concurrent core writers." default:"4"`
+	JSON          bool `name:"json" help:"Print exactly one JSON object on stdout."`
+	Verbose       bool `help:"Log every send (otherwise only warnings)."`
+}
+
+func (c *demoCmd) Run() error {
+	level := "warn"
+	if c.Verbose {
+		level = c.LogLevel
+	}
+	logger := newLogger(c.LogFormat, level, os.Stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	svc, err := service.Open(ctx, c.Config, logger)
+	if err != nil {
+		return err
+	}
+	defer svc.Close() //nolint:errcheck // the summary is already computed
+
+	cfg := demo.Config{Events: c.Events, Customers: c.Customers, Writers: c.Writers}
+	var bar *progressbar.ProgressBar
+	if isatty.IsTerminal(os.Stderr.Fd()) {
+		bar = progressbar.NewOptions(c.Events, progressbar.OptionSetWriter(os.Stderr),
+			progressbar.OptionSetDescription("events delivered"), progressbar.OptionShowCount(), progressbar.OptionClearOnFinish())
+		cfg.Progress = func(done, _ int) { _ = bar.Set(done) }
+	}
+	sum, err := demo.Run(ctx, svc, cfg)
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		enc := json.NewEncoder(os.Stdout)
+		return enc.Encode(sum)
+	}
+	fmt.Printf("Herald demo on %s\n", svc.DB.Location)
+	fmt.Printf("  events:       %d in %.2fs (%.0f events/s)\n", sum.Events, sum.ElapsedSeconds, sum.EventsPerSecond)
+	fmt.Printf("  deliveries:   %d by status %v\n", sum.Deliveries.Total, sum.Deliveries.ByStatus)
+	fmt.Printf("                by channel %v\n", sum.Deliveries.ByChannel)
+	fmt.Printf("  duplicates:   %d\n", sum.Duplicates)
+	fmt.Printf("  latency (ms): p50 %.1f  p95 %.1f  p99 %.1f  max %.1f (outbox commit -> provider accepted)\n",
+		sum.LatencyMs.P50, sum.LatencyMs.P95, sum.LatencyMs.P99, sum.LatencyMs.Max)
+	return nil
+}
+
+type versionCmd struct{}
+
+func (versionCmd) Run() error {
+	v := version
+	if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		v = bi.Main.Version
+	}
+	fmt.Println("herald", v)
+	return nil
+}
+
+func newLogger(format, level string, w io.Writer) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" || (format == "auto" && !isatty.IsTerminal(os.Stderr.Fd())) {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// yamlLoader reads a flat YAML file whose keys are flag names, shared by every command
+// (kong's own YAML loader nests keys under command names). A flag's environment
+// variable, when set, wins over the file; an unknown key is an error.
+func yamlLoader(r io.Reader) (kong.Resolver, error) {
+	values := map[string]any{}
+	if err := yaml.NewDecoder(r).Decode(&values); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("reading YAML configuration: %w", err)
+	}
+	return yamlResolver(values), nil
+}
+
+type yamlResolver map[string]any
+
+func (y yamlResolver) Validate(app *kong.Application) error {
+	known := map[string]bool{}
+	_ = kong.Visit(app, func(n kong.Visitable, next kong.Next) error {
+		if f, ok := n.(*kong.Flag); ok {
+			known[f.Name] = true
+		}
+		return next(nil)
+	})
+	var unknown []string
+	for k := range y {
+		if !known[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return fmt.Errorf("configuration file: unknown keys %s", strings.Join(unknown, ", "))
+	}
+	return nil
+}
+
+func (y yamlResolver) Resolve(_ *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
+	v, ok := y[flag.Name]
+	if !ok {
+		return nil, nil
+	}
+	for _, env := range flag.Envs {
+		if _, set := os.LookupEnv(env); set {
+			return nil, nil
+		}
+	}
+	if list, ok := v.([]any); ok { // e.g. api-keys: [a, b]
+		parts := make([]string, len(list))
+		for i, x := range list {
+			parts[i] = fmt.Sprint(x)
+		}
+		return strings.Join(parts, ","), nil
+	}
+	return v, nil
+}
+
+func main() {
+	var c cli
+	ctx := kong.Parse(&c,
+		kong.Name("herald"),
+		kong.Description("Herald turns a bank's transaction events into customer notifications."),
+		kong.UsageOnError(),
+		kong.Configuration(yamlLoader),
+	)
+	if err := ctx.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "herald:", err)
+		os.Exit(1)
+	}
+}

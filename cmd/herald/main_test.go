@@ -1,0 +1,133 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/alecthomas/kong"
+)
+
+// TestConfigPrecedence: flags over HERALD_* env over the YAML file over defaults.
+func TestConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "herald.yaml")
+	if err := os.WriteFile(file, []byte("addr: 127.0.0.1:9000\nbank-name: File Bank\nbatch-size: 7\nmax-retries: 9\napi-keys: [key-one-123, key-two-456]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HERALD_BANK_NAME", "Env Bank")
+	t.Setenv("HERALD_BATCH_SIZE", "8")
+	var c cli
+	parser, err := kong.New(&c, kong.Configuration(yamlLoader))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parser.Parse([]string{"serve", "--config", file, "--batch-size", "9"}); err != nil {
+		t.Fatal(err)
+	}
+	got := c.Serve.Config
+	if got.Addr != "127.0.0.1:9000" {
+		t.Errorf("addr = %q, want the file's", got.Addr)
+	}
+	if got.Bank != "Env Bank" {
+		t.Errorf("bank = %q, want the environment's", got.Bank)
+	}
+	if got.BatchSize != 9 {
+		t.Errorf("batch size = %d, want the flag's", got.BatchSize)
+	}
+	if got.MaxRetries != 9 {
+		t.Errorf("max retries = %d, want the file's", got.MaxRetries)
+	}
+	if strings.Join(got.APIKeys, " ") != "key-one-123 key-two-456" {
+		t.Errorf("api keys = %q, want the file's list", got.APIKeys)
+	}
+	if got.DB != "sqlite://herald.db" {
+		t.Errorf("db = %q, want the default", got.DB)
+	}
+}
+
+func TestConfigFileUnknownKey(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "herald.yaml")
+	if err := os.WriteFile(file, []byte("adress: 127.0.0.1:9000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var c cli
+	parser, err := kong.New(&c, kong.Configuration(yamlLoader))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = parser.Parse([]string{"serve", "--config", file})
+	if err == nil || !strings.Contains(err.Error(), "unknown keys adress") {
+		t.Fatalf("typo in config file not reported: %v", err)
+	}
+}
+
+// TestDemoBinary builds herald and runs the demo as a user would.
+func TestDemoBinary(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "herald")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "demo", "--events", "300", "--json", "--db", "sqlite://"+filepath.Join(dir, "demo.db"))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, stderr.String())
+	}
+	var sum struct {
+		Events     int `json:"events"`
+		Deliveries struct {
+			Total     int            `json:"total"`
+			ByStatus  map[string]int `json:"by_status"`
+			ByChannel map[string]int `json:"by_channel"`
+		} `json:"deliveries"`
+		Duplicates      int     `json:"duplicates"`
+		ElapsedSeconds  float64 `json:"elapsed_seconds"`
+		EventsPerSecond float64 `json:"events_per_second"`
+		LatencyMs       struct {
+			P50, P95, P99 float64
+		} `json:"latency_ms"`
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	dec.DisallowUnknownFields()
+	if err := json.Unmarshal(out, &sum); err != nil || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+		t.Fatalf("stdout is not one JSON object: %v\n%s", err, out)
+	}
+	if sum.Events != 300 || sum.Deliveries.Total < 600 || sum.Deliveries.ByStatus["sent"] != sum.Deliveries.Total {
+		t.Fatalf("not every delivery sent: %s", out)
+	}
+	if sum.Duplicates != 0 {
+		t.Fatalf("duplicates: %s", out)
+	}
+	if sum.EventsPerSecond <= 0 || sum.LatencyMs.P50 <= 0 || sum.LatencyMs.P99 < sum.LatencyMs.P50 {
+		t.Fatalf("implausible figures: %s", out)
+	}
+	for _, ch := range []string{"sms", "email", "inapp"} {
+		if sum.Deliveries.ByChannel[ch] == 0 {
+			t.Errorf("no %s deliveries: %s", ch, out)
+		}
+	}
+}
+
+func TestInvalidConfigIsRefusedClearly(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "herald")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "serve", "--db", "oracle://x", "--addr", "0.0.0.0:8080", "--channels", "sms,fax")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatal("serve accepted an invalid configuration")
+	}
+	for _, want := range []string{"--db (HERALD_DB_URL)", "unsupported scheme", "--api-keys (HERALD_API_KEYS)", `unknown channel "fax"`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("error output lacks %q:\n%s", want, out)
+		}
+	}
+}
