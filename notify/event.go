@@ -58,6 +58,7 @@ type Event struct {
 	Content  *Content          `json:"content,omitempty"`
 	Extra    map[string]any    `json:"-"`
 	raw      map[string][]byte // unknown fields exactly as received
+	numbers  []string          // money fields that arrived as JSON numbers
 }
 
 // knownFields are the JSON names decoded into Event's fields.
@@ -81,6 +82,11 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*e = Event(a)
+	for _, k := range []string{"amount", "balance_after"} {
+		if v, ok := all[k]; ok && len(v) > 0 && v[0] != '"' && string(v) != "null" {
+			e.numbers = append(e.numbers, k)
+		}
+	}
 	for k, v := range all {
 		if knownFields[k] {
 			continue
@@ -193,6 +199,9 @@ func DecodeEvent(payload []byte) (Event, error) {
 // found as a *ValidationError.
 func (e *Event) Validate() error {
 	var v ValidationError
+	for _, f := range e.numbers {
+		v.Add(f, "must be a decimal string such as \"12.50\", not a JSON number")
+	}
 	if strings.TrimSpace(e.ID) == "" {
 		v.Add("event_id", "is required")
 	} else if len(e.ID) > 128 {
