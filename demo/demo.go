@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"sort"
 	"sync"
@@ -95,7 +96,9 @@ func Run(ctx context.Context, svc *service.Service, cfg Config) (Summary, error)
 	go func() { pipeErr <- svc.RunPipeline(pctx) }()
 	defer func() {
 		stopPipeline()
-		<-pipeErr
+		if err := <-pipeErr; err != nil && !errors.Is(err, context.Canceled) {
+			slog.Default().Warn("demo pipeline stopped with an error", "error", err)
+		}
 	}()
 	select {
 	case <-svc.Router.Running():
@@ -210,7 +213,7 @@ func createCustomers(ctx context.Context, svc *service.Service, n int) error {
 // commitOne commits transaction i the way a core does: ledger row and outbox row in
 // one database transaction.
 func commitOne(ctx context.Context, svc *service.Service, prefix string, i, customers int) error {
-	rng := rand.New(rand.NewPCG(uint64(i), 42))
+	rng := rand.New(rand.NewPCG(uint64(i), 42)) //nolint:gosec // demo data, reproducible on purpose
 	c := i % customers
 	account := fmt.Sprintf("62220202%08d", c)
 	amount := decimal.New(rng.Int64N(500000)+100, -2) // 1.00 .. 5000.99

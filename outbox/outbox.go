@@ -73,6 +73,7 @@ func (w *Writer) Write(ctx context.Context, tx *sql.Tx, events ...notify.Event) 
 		if err != nil {
 			return fmt.Errorf("outbox: event %d: %w", i, err)
 		}
+		m.SetContext(ctx)
 		msgs = append(msgs, m)
 	}
 	pub, err := wsql.NewPublisher(wsql.TxFromStdSQL(tx), wsql.PublisherConfig{SchemaAdapter: w.schema}, nil)

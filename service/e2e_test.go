@@ -418,3 +418,80 @@ func toJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+func TestHealthReadinessAndMetrics(t *testing.T) {
+	t.Parallel()
+	svc := start(t)
+	waitFor(t, "readiness", func() bool {
+		code, _ := api(t, svc, "GET", "/readyz", "")
+		return code == http.StatusOK
+	})
+	if code, body := api(t, svc, "GET", "/healthz", ""); code != http.StatusOK || body["status"] != "ok" {
+		t.Fatalf("healthz: %d %v", code, body)
+	}
+	putRecipient(t, svc, notify.Recipient{ID: "cust-m", Contacts: notify.Contacts{Phone: "+8613800138000"}})
+	commit(t, svc, false, posted("evt-m", "cust-m", "10"))
+	terminal(t, svc, "evt-m")
+	if _, err := svc.DB.W.ExecContext(context.Background(), `INSERT INTO herald_events (uuid, payload) VALUES ('bad', 'nope')`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "poisoning", func() bool {
+		es, _, _ := svc.DB.Poison().List(context.Background(), "", "", 1)
+		return len(es) == 1
+	})
+
+	req := httptest.NewRequest("GET", "/metrics", nil) // no API key needed for scrapers
+	resp, err := svc.Server.App().Test(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	out := string(b)
+	for _, want := range []string{
+		`herald_events_consumed_total{type="transaction.posted"} 1`,
+		`herald_deliveries_total{channel="sms",status="sent"} 1`,
+		`herald_deliveries_total{channel="inapp",status="sent"} 1`,
+		`herald_delivery_latency_seconds_count{channel="sms"} 1`,
+		`herald_handler_duration_seconds_bucket{handler="fanout"`,
+		`herald_poisoned_total{handler="fanout"} 1`,
+		`herald_outbox_lag_seconds 0`,
+		`process_resident_memory_bytes`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(out)
+	}
+}
+
+func TestInboxAPI(t *testing.T) {
+	t.Parallel()
+	svc := start(t)
+	putRecipient(t, svc, notify.Recipient{ID: "cust-i", Locale: "en"})
+	var ids []string
+	for i := 0; i < 3; i++ {
+		e := posted("evt-i"+string(rune('a'+i)), "cust-i", "10")
+		e.Channels = []notify.Channel{notify.ChannelInApp}
+		commit(t, svc, false, e)
+		ids = append(ids, e.ID)
+	}
+	terminal(t, svc, ids[2])
+	code, body := api(t, svc, "GET", "/v1/recipients/cust-i/inbox?limit=2", "")
+	if code != http.StatusOK || body["unread"] != float64(3) {
+		t.Fatalf("inbox: %d %v", code, body)
+	}
+	msgs := body["messages"].([]any)
+	if len(msgs) != 2 || body["next_cursor"] == "" {
+		t.Fatalf("first page: %v", body)
+	}
+	if title := msgs[0].(map[string]any)["title"]; title != "Account debited" {
+		t.Errorf("title = %v", title)
+	}
+	code, body = api(t, svc, "GET", "/v1/recipients/cust-i/inbox?limit=2&cursor="+body["next_cursor"].(string), "")
+	if code != http.StatusOK || len(body["messages"].([]any)) != 1 {
+		t.Fatalf("second page: %d %v", code, body)
+	}
+}

@@ -34,6 +34,9 @@ func (db *DB) CommitFanOut(ctx context.Context, n Notification, ds []notify.Deli
 			return err
 		}
 		for topic, ms := range msgs {
+			for _, m := range ms {
+				m.SetContext(ctx)
+			}
 			if err := pub.Publish(topic, ms...); err != nil {
 				return fmt.Errorf("publishing to %s: %w", topic, err)
 			}

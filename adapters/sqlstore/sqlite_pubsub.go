@@ -181,7 +181,7 @@ func (b SQLiteBeginner) ExecContext(ctx context.Context, q string, args ...any) 
 
 // QueryContext runs a query.
 func (b SQLiteBeginner) QueryContext(ctx context.Context, q string, args ...any) (wsql.Rows, error) {
-	return b.R.QueryContext(ctx, q, args...) //nolint:sqlclosecheck // the caller closes the rows
+	return b.R.QueryContext(ctx, q, args...) //nolint:sqlclosecheck,rowserrcheck // the caller reads and closes the rows
 }
 
 type sqliteDeferredTx struct {
@@ -199,7 +199,7 @@ func (t *sqliteDeferredTx) ExecContext(_ context.Context, q string, args ...any)
 }
 
 func (t *sqliteDeferredTx) QueryContext(ctx context.Context, q string, args ...any) (wsql.Rows, error) {
-	return t.r.QueryContext(ctx, q, args...) //nolint:sqlclosecheck // the caller closes the rows
+	return t.r.QueryContext(ctx, q, args...) //nolint:sqlclosecheck,rowserrcheck // the caller reads and closes the rows
 }
 
 func (t *sqliteDeferredTx) Commit() error {

@@ -51,7 +51,7 @@ func TestConfigPrecedence(t *testing.T) {
 
 func TestConfigFileUnknownKey(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "herald.yaml")
-	if err := os.WriteFile(file, []byte("adress: 127.0.0.1:9000\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte("bank_name: Typo Bank\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var c cli
@@ -60,7 +60,7 @@ func TestConfigFileUnknownKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = parser.Parse([]string{"serve", "--config", file})
-	if err == nil || !strings.Contains(err.Error(), "unknown keys adress") {
+	if err == nil || !strings.Contains(err.Error(), "unknown keys bank_name") {
 		t.Fatalf("typo in config file not reported: %v", err)
 	}
 }
