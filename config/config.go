@@ -16,10 +16,11 @@ import (
 // Config is everything a running Herald needs. The struct tags drive the CLI (kong):
 // every field is a flag, an environment variable and a YAML key (the flag name).
 type Config struct {
-	DB       string   `name:"db" env:"HERALD_DB_URL" default:"sqlite://herald.db" help:"Database URL (sqlite://path/to/file.db)."`
-	Addr     string   `name:"addr" env:"HERALD_HTTP_ADDR" default:"127.0.0.1:8080" help:"HTTP listen address."`
-	APIKeys  []string `name:"api-keys" env:"HERALD_API_KEYS" sep:"," help:"API keys accepted as 'Authorization: Bearer <key>' (comma-separated). Required unless listening on loopback."`
-	Channels []string `name:"channels" env:"HERALD_CHANNELS" sep:"," default:"sms,email,inapp,wechat,push,webhook" help:"Channels to deliver."`
+	DB         string   `name:"db" env:"HERALD_DB_URL" default:"sqlite://herald.db" help:"Database URL (sqlite://path/to/file.db)."`
+	DBMaxConns int      `name:"db-max-conns" env:"HERALD_DB_MAX_CONNS" default:"16" help:"Connection pool size on PostgreSQL and MySQL."`
+	Addr       string   `name:"addr" env:"HERALD_HTTP_ADDR" default:"127.0.0.1:8080" help:"HTTP listen address."`
+	APIKeys    []string `name:"api-keys" env:"HERALD_API_KEYS" sep:"," help:"API keys accepted as 'Authorization: Bearer <key>' (comma-separated). Required unless listening on loopback."`
+	Channels   []string `name:"channels" env:"HERALD_CHANNELS" sep:"," default:"sms,email,inapp,wechat,push,webhook" help:"Channels to deliver."`
 
 	Bank            string `name:"bank-name" env:"HERALD_BANK_NAME" default:"Herald Bank" help:"Sender name shown in messages."`
 	DefaultLocale   string `name:"default-locale" env:"HERALD_DEFAULT_LOCALE" default:"zh-CN" help:"Locale when neither event nor recipient has one (zh-CN, en)."`
@@ -54,6 +55,9 @@ func (c Config) Validate() error {
 	}
 	if _, _, err := sqlstore.ParseURL(c.DB); err != nil {
 		bad("db", "HERALD_DB_URL", err.Error())
+	}
+	if c.DBMaxConns < 0 || c.DBMaxConns > 1000 {
+		bad("db-max-conns", "HERALD_DB_MAX_CONNS", "must be from 1 to 1000")
 	}
 	host, port, err := net.SplitHostPort(c.Addr)
 	if err != nil || port == "" {

@@ -36,7 +36,7 @@ func (c *Config) setDefaults() {
 
 // Validate checks the config.
 func (c Config) Validate() error {
-	if c.Dialect != sqlstore.SQLite {
+	if c.Dialect != sqlstore.SQLite && c.Dialect != sqlstore.Postgres && c.Dialect != sqlstore.MySQL {
 		return fmt.Errorf("outbox: unsupported dialect %q", c.Dialect)
 	}
 	return nil
@@ -54,7 +54,7 @@ func New(cfg Config) (*Writer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Writer{cfg: cfg, schema: sqlstore.SQLiteSchema{}}, nil
+	return &Writer{cfg: cfg, schema: sqlstore.SchemaAdapterFor(cfg.Dialect, 0)}, nil
 }
 
 // Write validates the events and inserts them into the outbox inside tx. Nothing is

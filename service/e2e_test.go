@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,15 +20,36 @@ import (
 
 	"github.com/heraldhq/herald/adapters/sqlstore"
 	"github.com/heraldhq/herald/config"
+	"github.com/heraldhq/herald/internal/testdb"
 	"github.com/heraldhq/herald/notify"
 	"github.com/heraldhq/herald/service"
 )
 
 const apiKey = "test-key-123"
 
-func testConfig(t *testing.T) config.Config {
+// backends are the databases every end-to-end test runs on.
+var backends = []struct {
+	name string
+	url  func(t *testing.T) string
+}{
+	{"sqlite", func(t *testing.T) string { return "sqlite://" + filepath.Join(t.TempDir(), "herald.db") }},
+	{"postgres", func(t *testing.T) string { return testdb.Postgres(t) }},
+	{"mysql", func(t *testing.T) string { return testdb.MySQL(t) }},
+}
+
+// eachBackend runs fn against a fresh Herald on every backend.
+func eachBackend(t *testing.T, fn func(t *testing.T, svc *service.Service)) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, startOn(t, b.url(t)))
+		})
+	}
+}
+
+func testConfig(t *testing.T, url string) config.Config {
 	return config.Config{
-		DB:       "sqlite://" + filepath.Join(t.TempDir(), "herald.db"),
+		DB: url, DBMaxConns: 8,
 		Addr:     "127.0.0.1:0",
 		APIKeys:  []string{apiKey},
 		Channels: []string{"sms", "email", "inapp", "wechat", "push", "webhook"},
@@ -37,11 +59,18 @@ func testConfig(t *testing.T) config.Config {
 	}
 }
 
-// start opens a Service and runs its pipeline for the duration of the test.
+// start opens a Service on SQLite and runs its pipeline for the duration of the test.
 func start(t *testing.T) *service.Service {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := service.Open(context.Background(), testConfig(t), logger)
+	return startOn(t, backends[0].url(t))
+}
+
+// startOn opens a Service on the database at url and runs its pipeline for the
+// duration of the test.
+func startOn(t *testing.T, url string) *service.Service {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(testLogWriter(), &slog.HandlerOptions{Level: slog.LevelError}))
+	svc, err := service.Open(context.Background(), testConfig(t, url), logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +108,7 @@ func posted(id, customer, amount string) notify.Event {
 func commit(t *testing.T, svc *service.Service, rollback bool, events ...notify.Event) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := svc.DB.W.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS core_ledger (id TEXT PRIMARY KEY, amount TEXT)`); err != nil {
+	if _, err := svc.DB.W.ExecContext(ctx, svc.DB.Rebind(`CREATE TABLE IF NOT EXISTS core_ledger (id VARCHAR(64) PRIMARY KEY, amount TEXT)`)); err != nil {
 		t.Fatal(err)
 	}
 	tx, err := svc.DB.W.BeginTx(ctx, nil)
@@ -87,7 +116,7 @@ func commit(t *testing.T, svc *service.Service, rollback bool, events ...notify.
 		t.Fatal(err)
 	}
 	for _, e := range events {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO core_ledger (id, amount) VALUES (?, ?)`, e.ID, "1"); err != nil {
+		if _, err := tx.ExecContext(ctx, svc.DB.Rebind(`INSERT INTO core_ledger (id, amount) VALUES (?, ?)`), e.ID, "1"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -155,126 +184,136 @@ func channelsOf(ds []notify.Delivery) string {
 
 func TestCommittedEventIsDelivered(t *testing.T) {
 	t.Parallel()
-	svc := start(t)
-	putRecipient(t, svc, notify.Recipient{ID: "cust-1", Locale: "en", TimeZone: "Europe/London",
-		Contacts: notify.Contacts{Phone: "+8613800138000", Email: "alice@example.com"}})
-	commit(t, svc, false, posted("evt-ok", "cust-1", "1234.56"))
+	eachBackend(t, func(t *testing.T, svc *service.Service) {
+		putRecipient(t, svc, notify.Recipient{ID: "cust-1", Locale: "en", TimeZone: "Europe/London",
+			Contacts: notify.Contacts{Phone: "+8613800138000", Email: "alice@example.com"}})
+		commit(t, svc, false, posted("evt-ok", "cust-1", "1234.56"))
 
-	ds := terminal(t, svc, "evt-ok")
-	if got := channelsOf(ds); got != "email:sent,inapp:sent,sms:sent" {
-		t.Fatalf("deliveries = %s", got)
-	}
-	ctx := context.Background()
-	for _, d := range ds {
-		if d.Attempts != 1 || d.SentAt == nil || d.ProviderMessageID == "" {
-			t.Errorf("delivery %+v: want 1 attempt, sent_at and provider id", d)
+		ds := terminal(t, svc, "evt-ok")
+		if got := channelsOf(ds); got != "email:sent,inapp:sent,sms:sent" {
+			t.Fatalf("deliveries = %s", got)
 		}
-		if d.ID != notify.DeliveryID("evt-ok", d.Channel, string(d.Address)) {
-			t.Errorf("delivery id %s is not deterministic", d.ID)
+		ctx := context.Background()
+		for _, d := range ds {
+			if d.Attempts != 1 || d.SentAt == nil || d.ProviderMessageID == "" {
+				t.Errorf("delivery %+v: want 1 attempt, sent_at and provider id", d)
+			}
+			if d.ID != notify.DeliveryID("evt-ok", d.Channel, string(d.Address)) {
+				t.Errorf("delivery id %s is not deterministic", d.ID)
+			}
 		}
-	}
-	var body string
-	if err := svc.DB.R.QueryRowContext(ctx, `SELECT body FROM herald_sandbox_sends WHERE channel = 'sms'`).Scan(&body); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(body, "CNY 1,234.56") || !strings.Contains(body, "****2233") {
-		t.Errorf("sms body %q lacks formatted amount or masked account", body)
-	}
-	page, err := svc.DB.Inbox().List(ctx, "cust-1", "", 10)
-	if err != nil || len(page.Messages) != 1 || page.Unread != 1 {
-		t.Fatalf("inbox = %+v, %v", page, err)
-	}
+		var body string
+		if err := svc.DB.R.QueryRowContext(ctx, svc.DB.Rebind(`SELECT body FROM herald_sandbox_sends WHERE channel = 'sms'`)).Scan(&body); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(body, "CNY 1,234.56") || !strings.Contains(body, "****2233") {
+			t.Errorf("sms body %q lacks formatted amount or masked account", body)
+		}
+		page, err := svc.DB.Inbox().List(ctx, "cust-1", "", 10)
+		if err != nil || len(page.Messages) != 1 || page.Unread != 1 {
+			t.Fatalf("inbox = %+v, %v", page, err)
+		}
+	})
 }
 
 func TestRolledBackTransactionSendsNothing(t *testing.T) {
 	t.Parallel()
-	svc := start(t)
-	putRecipient(t, svc, notify.Recipient{ID: "cust-1", Contacts: notify.Contacts{Phone: "+8613800138000"}})
-	commit(t, svc, true, posted("evt-rolled-back", "cust-1", "10"))
-	// SQL topics are ordered: once a later event is done, an earlier one would be too.
-	commit(t, svc, false, posted("evt-barrier", "cust-1", "10"))
-	terminal(t, svc, "evt-barrier")
+	eachBackend(t, func(t *testing.T, svc *service.Service) {
+		putRecipient(t, svc, notify.Recipient{ID: "cust-1", Contacts: notify.Contacts{Phone: "+8613800138000"}})
+		commit(t, svc, true, posted("evt-rolled-back", "cust-1", "10"))
+		// SQL topics are ordered: once a later event is done, an earlier one would be too.
+		commit(t, svc, false, posted("evt-barrier", "cust-1", "10"))
+		terminal(t, svc, "evt-barrier")
 
-	ctx := context.Background()
-	if _, err := svc.DB.Notifications().Get(ctx, "evt-rolled-back"); !errors.Is(err, sqlstore.ErrNotFound) {
-		t.Fatalf("rolled-back event is known: %v", err)
-	}
-	var n int
-	if err := svc.DB.R.QueryRowContext(ctx, `SELECT COUNT(*) FROM herald_sandbox_sends s JOIN herald_deliveries d ON d.id = s.delivery_id
-		WHERE d.event_id = 'evt-rolled-back'`).Scan(&n); err != nil || n != 0 {
-		t.Fatalf("sends for rolled-back event: %d, %v", n, err)
-	}
+		ctx := context.Background()
+		if _, err := svc.DB.Notifications().Get(ctx, "evt-rolled-back"); !errors.Is(err, sqlstore.ErrNotFound) {
+			t.Fatalf("rolled-back event is known: %v", err)
+		}
+		var n int
+		if err := svc.DB.R.QueryRowContext(ctx, svc.DB.Rebind(`SELECT COUNT(*) FROM herald_sandbox_sends s JOIN herald_deliveries d ON d.id = s.delivery_id
+		WHERE d.event_id = 'evt-rolled-back'`)).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("sends for rolled-back event: %d, %v", n, err)
+		}
+	})
 }
 
 func TestMalformedEventIsPoisonedAndPipelineContinues(t *testing.T) {
 	t.Parallel()
-	svc := start(t)
-	putRecipient(t, svc, notify.Recipient{ID: "cust-1", Contacts: notify.Contacts{Phone: "+8613800138000"}})
-	ctx := context.Background()
-	// What a careless core could write with plain SQL: broken JSON, then a valid JSON
-	// event with a float-looking amount missing its currency.
-	for _, row := range [][2]string{
-		{"evt-broken", `{"event_id": "evt-broken", "type": `},
-		{"evt-invalid", `{"event_id":"evt-invalid","type":"transaction.posted","occurred_at":"2026-11-22T10:00:00Z","customer_id":"cust-1","account_id":"1","amount":"12.50"}`},
-	} {
-		if _, err := svc.DB.W.ExecContext(ctx, `INSERT INTO herald_events (uuid, payload) VALUES (?, ?)`, row[0], row[1]); err != nil {
+	eachBackend(t, func(t *testing.T, svc *service.Service) {
+		putRecipient(t, svc, notify.Recipient{ID: "cust-1", Contacts: notify.Contacts{Phone: "+8613800138000"}})
+		ctx := context.Background()
+		// What a careless core could write with plain SQL: broken JSON (PostgreSQL and
+		// MySQL refuse it already: the outbox payload column is JSON), then a valid JSON
+		// event whose amount has no currency.
+		_, err := svc.DB.W.ExecContext(ctx, svc.DB.Rebind(`INSERT INTO herald_events (uuid, payload) VALUES (?, ?)`),
+			"evt-broken", `{"event_id": "evt-broken", "type": `)
+		brokenStored := err == nil
+		if svc.DB.Dialect == sqlstore.SQLite && err != nil {
 			t.Fatal(err)
 		}
-	}
-	commit(t, svc, false, posted("evt-good", "cust-1", "10"))
-	if got := channelsOf(terminal(t, svc, "evt-good")); got != "inapp:sent,sms:sent" {
-		t.Fatalf("good event after poison: %s", got)
-	}
-
-	entries, _, err := svc.DB.Poison().List(ctx, "", "", 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reasons := map[string]string{}
-	for _, e := range entries {
-		reasons[e.MessageUUID] = e.Reason
-		if e.Topic != "events" || e.Handler != "fanout" {
-			t.Errorf("poison entry %+v: want topic events, handler fanout", e)
+		if svc.DB.Dialect != sqlstore.SQLite && err == nil {
+			t.Fatal("the database accepted a payload that is not JSON")
 		}
-	}
-	if !strings.Contains(reasons["evt-broken"], "decoding event") {
-		t.Errorf("broken event reason = %q", reasons["evt-broken"])
-	}
-	if !strings.Contains(reasons["evt-invalid"], "currency") {
-		t.Errorf("invalid event reason = %q", reasons["evt-invalid"])
-	}
-	n, err := svc.DB.Notifications().Get(ctx, "evt-invalid")
-	if err != nil || n.Status != sqlstore.NotificationPoisoned {
-		t.Errorf("invalid event status = %+v, %v", n, err)
-	}
+		if _, err := svc.DB.W.ExecContext(ctx, svc.DB.Rebind(`INSERT INTO herald_events (uuid, payload) VALUES (?, ?)`), "evt-invalid",
+			`{"event_id":"evt-invalid","type":"transaction.posted","occurred_at":"2026-11-22T10:00:00Z","customer_id":"cust-1","account_id":"1","amount":"12.50"}`); err != nil {
+			t.Fatal(err)
+		}
+		commit(t, svc, false, posted("evt-good", "cust-1", "10"))
+		if got := channelsOf(terminal(t, svc, "evt-good")); got != "inapp:sent,sms:sent" {
+			t.Fatalf("good event after poison: %s", got)
+		}
+
+		entries, _, err := svc.DB.Poison().List(ctx, "", "", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reasons := map[string]string{}
+		for _, e := range entries {
+			reasons[e.MessageUUID] = e.Reason
+			if e.Topic != "events" || e.Handler != "fanout" {
+				t.Errorf("poison entry %+v: want topic events, handler fanout", e)
+			}
+		}
+		if brokenStored && !strings.Contains(reasons["evt-broken"], "decoding event") {
+			t.Errorf("broken event reason = %q", reasons["evt-broken"])
+		}
+		if !strings.Contains(reasons["evt-invalid"], "currency") {
+			t.Errorf("invalid event reason = %q", reasons["evt-invalid"])
+		}
+		n, err := svc.DB.Notifications().Get(ctx, "evt-invalid")
+		if err != nil || n.Status != sqlstore.NotificationPoisoned {
+			t.Errorf("invalid event status = %+v, %v", n, err)
+		}
+	})
 }
 
 func TestPreferencesAndThresholdsChooseChannels(t *testing.T) {
 	t.Parallel()
-	svc := start(t)
-	putRecipient(t, svc, notify.Recipient{ID: "cust-p",
-		Contacts: notify.Contacts{Phone: "+8613800138001", Email: "p@example.com", WeChatOpenID: "o-p"},
-		Preferences: notify.Preferences{
-			Channels:  map[string][]notify.Channel{notify.TypeTransactionPosted: {notify.ChannelWeChat, notify.ChannelEmail}},
-			MinAmount: dec("100"),
-		}})
-	commit(t, svc, false, posted("evt-small", "cust-p", "99.99"), posted("evt-big", "cust-p", "100.00"))
-	if ds := terminal(t, svc, "evt-big"); channelsOf(ds) != "email:sent,wechat:sent" {
-		t.Fatalf("preferred channels: %s", channelsOf(ds))
-	}
-	n, err := svc.DB.Notifications().Get(context.Background(), "evt-small")
-	if err != nil || n.Status != sqlstore.NotificationSkipped || !strings.Contains(n.Reason, "minimum") {
-		t.Fatalf("below threshold: %+v, %v", n, err)
-	}
-	// An inline contact overrides the directory.
-	e := posted("evt-inline", "cust-p", "500")
-	e.Contact = &notify.Contacts{Email: "override@example.com"}
-	commit(t, svc, false, e)
-	for _, d := range terminal(t, svc, "evt-inline") {
-		if d.Channel == notify.ChannelEmail && d.Address != "override@example.com" {
-			t.Errorf("inline contact ignored: %s", d.Address)
+	eachBackend(t, func(t *testing.T, svc *service.Service) {
+		putRecipient(t, svc, notify.Recipient{ID: "cust-p",
+			Contacts: notify.Contacts{Phone: "+8613800138001", Email: "p@example.com", WeChatOpenID: "o-p"},
+			Preferences: notify.Preferences{
+				Channels:  map[string][]notify.Channel{notify.TypeTransactionPosted: {notify.ChannelWeChat, notify.ChannelEmail}},
+				MinAmount: dec("100"),
+			}})
+		commit(t, svc, false, posted("evt-small", "cust-p", "99.99"), posted("evt-big", "cust-p", "100.00"))
+		if ds := terminal(t, svc, "evt-big"); channelsOf(ds) != "email:sent,wechat:sent" {
+			t.Fatalf("preferred channels: %s", channelsOf(ds))
 		}
-	}
+		n, err := svc.DB.Notifications().Get(context.Background(), "evt-small")
+		if err != nil || n.Status != sqlstore.NotificationSkipped || !strings.Contains(n.Reason, "minimum") {
+			t.Fatalf("below threshold: %+v, %v", n, err)
+		}
+		// An inline contact overrides the directory.
+		e := posted("evt-inline", "cust-p", "500")
+		e.Contact = &notify.Contacts{Email: "override@example.com"}
+		commit(t, svc, false, e)
+		for _, d := range terminal(t, svc, "evt-inline") {
+			if d.Channel == notify.ChannelEmail && d.Address != "override@example.com" {
+				t.Errorf("inline contact ignored: %s", d.Address)
+			}
+		}
+	})
 }
 
 func api(t *testing.T, svc *service.Service, method, path, body string, hdr ...string) (int, map[string]any) {
@@ -300,56 +339,57 @@ func api(t *testing.T, svc *service.Service, method, path, body string, hdr ...s
 
 func TestAdHocNotificationThroughAPI(t *testing.T) {
 	t.Parallel()
-	svc := start(t)
-	code, body := api(t, svc, "PUT", "/v1/recipients/cust-a",
-		`{"contacts":{"phone":"+8613800138000","email":"a@example.com","wechat_openid":"o-1","push_tokens":[],"webhook_url":""},"locale":"zh-CN","time_zone":"Asia/Shanghai","preferences":{}}`)
-	if code != http.StatusOK {
-		t.Fatalf("put recipient: %d %v", code, body)
-	}
-	req := `{"recipient":{"customer_id":"cust-a"},"channels":["sms","email"],"template":"otp.requested","data":{"code":"123456"}}`
-	code, body = api(t, svc, "POST", "/v1/notifications", req, "Idempotency-Key", "k-1")
-	if code != http.StatusAccepted {
-		t.Fatalf("post notification: %d %v", code, body)
-	}
-	id, _ := body["id"].(string)
-	code, again := api(t, svc, "POST", "/v1/notifications", req, "Idempotency-Key", "k-1")
-	if code != http.StatusOK || again["id"] != id {
-		t.Fatalf("idempotent repeat: %d %v, want 200 with id %s", code, again, id)
-	}
-	terminal(t, svc, id)
-	code, body = api(t, svc, "GET", "/v1/notifications/"+id, "")
-	if code != http.StatusOK {
-		t.Fatalf("get notification: %d %v", code, body)
-	}
-	ds, _ := body["deliveries"].([]any)
-	if len(ds) != 2 {
-		t.Fatalf("deliveries = %v", body["deliveries"])
-	}
-	for _, d := range ds {
-		m := d.(map[string]any)
-		if m["status"] != "sent" || m["attempts"] != float64(1) {
-			t.Errorf("delivery %v: want sent after 1 attempt", m)
+	eachBackend(t, func(t *testing.T, svc *service.Service) {
+		code, body := api(t, svc, "PUT", "/v1/recipients/cust-a",
+			`{"contacts":{"phone":"+8613800138000","email":"a@example.com","wechat_openid":"o-1","push_tokens":[],"webhook_url":""},"locale":"zh-CN","time_zone":"Asia/Shanghai","preferences":{}}`)
+		if code != http.StatusOK {
+			t.Fatalf("put recipient: %d %v", code, body)
 		}
-	}
-	var sms string
-	if err := svc.DB.R.QueryRowContext(context.Background(),
-		`SELECT body FROM herald_sandbox_sends WHERE channel = 'sms'`).Scan(&sms); err != nil && !errors.Is(err, sql.ErrNoRows) {
-		t.Fatal(err)
-	}
-	if !strings.Contains(sms, "123456") {
-		t.Errorf("otp sms %q lacks the code", sms)
-	}
+		req := `{"recipient":{"customer_id":"cust-a"},"channels":["sms","email"],"template":"otp.requested","data":{"code":"123456"}}`
+		code, body = api(t, svc, "POST", "/v1/notifications", req, "Idempotency-Key", "k-1")
+		if code != http.StatusAccepted {
+			t.Fatalf("post notification: %d %v", code, body)
+		}
+		id, _ := body["id"].(string)
+		code, again := api(t, svc, "POST", "/v1/notifications", req, "Idempotency-Key", "k-1")
+		if code != http.StatusOK || again["id"] != id {
+			t.Fatalf("idempotent repeat: %d %v, want 200 with id %s", code, again, id)
+		}
+		terminal(t, svc, id)
+		code, body = api(t, svc, "GET", "/v1/notifications/"+id, "")
+		if code != http.StatusOK {
+			t.Fatalf("get notification: %d %v", code, body)
+		}
+		ds, _ := body["deliveries"].([]any)
+		if len(ds) != 2 {
+			t.Fatalf("deliveries = %v", body["deliveries"])
+		}
+		for _, d := range ds {
+			m := d.(map[string]any)
+			if m["status"] != "sent" || m["attempts"] != float64(1) {
+				t.Errorf("delivery %v: want sent after 1 attempt", m)
+			}
+		}
+		var sms string
+		if err := svc.DB.R.QueryRowContext(context.Background(),
+			svc.DB.Rebind(`SELECT body FROM herald_sandbox_sends WHERE channel = 'sms'`)).Scan(&sms); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			t.Fatal(err)
+		}
+		if !strings.Contains(sms, "123456") {
+			t.Errorf("otp sms %q lacks the code", sms)
+		}
 
-	// Raw address and raw content.
-	code, body = api(t, svc, "POST", "/v1/notifications",
-		`{"recipient":{"phone":"+8613900139000"},"channels":["sms"],"content":{"text":"Branch closed today"}}`)
-	if code != http.StatusAccepted {
-		t.Fatalf("raw notification: %d %v", code, body)
-	}
-	raw := terminal(t, svc, body["id"].(string))
-	if len(raw) != 1 || raw[0].Address != "+8613900139000" || raw[0].Status != notify.StatusSent {
-		t.Fatalf("raw deliveries = %+v", raw)
-	}
+		// Raw address and raw content.
+		code, body = api(t, svc, "POST", "/v1/notifications",
+			`{"recipient":{"phone":"+8613900139000"},"channels":["sms"],"content":{"text":"Branch closed today"}}`)
+		if code != http.StatusAccepted {
+			t.Fatalf("raw notification: %d %v", code, body)
+		}
+		raw := terminal(t, svc, body["id"].(string))
+		if len(raw) != 1 || raw[0].Address != "+8613900139000" || raw[0].Status != notify.StatusSent {
+			t.Fatalf("raw deliveries = %+v", raw)
+		}
+	})
 }
 
 func TestAPIErrorsAreProblems(t *testing.T) {
@@ -432,7 +472,7 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	putRecipient(t, svc, notify.Recipient{ID: "cust-m", Contacts: notify.Contacts{Phone: "+8613800138000"}})
 	commit(t, svc, false, posted("evt-m", "cust-m", "10"))
 	terminal(t, svc, "evt-m")
-	if _, err := svc.DB.W.ExecContext(context.Background(), `INSERT INTO herald_events (uuid, payload) VALUES ('bad', 'nope')`); err != nil {
+	if _, err := svc.DB.W.ExecContext(context.Background(), svc.DB.Rebind(`INSERT INTO herald_events (uuid, payload) VALUES ('bad', 'nope')`)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "poisoning", func() bool {
@@ -494,4 +534,12 @@ func TestInboxAPI(t *testing.T) {
 	if code != http.StatusOK || len(body["messages"].([]any)) != 1 {
 		t.Fatalf("second page: %d %v", code, body)
 	}
+}
+
+// testLogWriter shows Herald's error logs with -v (HERALD_TEST_LOG=1), else discards them.
+func testLogWriter() io.Writer {
+	if os.Getenv("HERALD_TEST_LOG") != "" {
+		return os.Stderr
+	}
+	return io.Discard
 }

@@ -43,7 +43,7 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (*Service
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	db, err := sqlstore.Open(ctx, cfg.DB)
+	db, err := sqlstore.OpenWith(ctx, cfg.DB, sqlstore.Options{MaxConns: cfg.DBMaxConns})
 	if err != nil {
 		return nil, err
 	}

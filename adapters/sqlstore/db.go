@@ -14,7 +14,9 @@ import (
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"github.com/go-sql-driver/mysql"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	_ "modernc.org/sqlite"             // registers the "sqlite" driver
 )
 
 // Dialect names a SQL dialect.
@@ -22,7 +24,9 @@ type Dialect string
 
 // Dialects.
 const (
-	SQLite Dialect = "sqlite"
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+	MySQL    Dialect = "mysql"
 )
 
 // DB is an open Herald database. W takes writes; R serves reads. On SQLite, W is a
@@ -38,9 +42,11 @@ type DB struct {
 	Location string
 }
 
-// ParseURL checks a database URL and returns its dialect. Accepted:
-// sqlite://relative/path.db, sqlite:///absolute/path.db, sqlite::memory: is refused
-// (each connection would see its own database).
+// ParseURL checks a database URL and returns its dialect and the driver's DSN.
+// Accepted: sqlite://relative/path.db, sqlite:///absolute/path.db (sqlite::memory: is
+// refused: each connection would see its own database), postgres://user:pass@host:5432/db?sslmode=disable
+// (postgresql:// too; parameters are passed to the server, e.g. search_path) and
+// mysql://user:pass@host:3306/db (MySQL or MariaDB; parameters go to the driver).
 func ParseURL(raw string) (Dialect, string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -56,23 +62,85 @@ func ParseURL(raw string) (Dialect, string, error) {
 			return "", "", fmt.Errorf("database URL %q: give a file path, e.g. sqlite://herald.db", raw)
 		}
 		return SQLite, path, nil
+	case "postgres", "postgresql":
+		if u.Host == "" {
+			return "", "", fmt.Errorf("database URL %s: missing host", redact(u))
+		}
+		return Postgres, raw, nil
+	case "mysql", "mariadb":
+		if u.Host == "" || strings.Trim(u.Path, "/") == "" {
+			return "", "", fmt.Errorf("database URL %s: give host and database, e.g. mysql://root@127.0.0.1:3306/herald", redact(u))
+		}
+		cfg := mysql.NewConfig()
+		cfg.Net, cfg.Addr, cfg.DBName = "tcp", u.Host, strings.Trim(u.Path, "/")
+		if u.User != nil {
+			cfg.User = u.User.Username()
+			cfg.Passwd, _ = u.User.Password()
+		}
+		cfg.Params = map[string]string{}
+		for k, v := range u.Query() {
+			cfg.Params[k] = v[0]
+		}
+		cfg.MultiStatements = false
+		cfg.ParseTime = false
+		return MySQL, cfg.FormatDSN(), nil
 	case "":
 		return "", "", fmt.Errorf("database URL %q: missing scheme, e.g. sqlite://herald.db", raw)
 	default:
-		return "", "", fmt.Errorf("database URL %q: unsupported scheme %q (supported: sqlite)", raw, u.Scheme)
+		return "", "", fmt.Errorf("database URL %q: unsupported scheme %q (supported: sqlite, postgres, mysql)", redact(u), u.Scheme)
 	}
 }
 
-// Open opens the database at rawURL and checks that it answers.
+// Options tune the connection pool.
+type Options struct {
+	// MaxConns bounds the PostgreSQL or MySQL pool. Default 16. Each subscribed topic
+	// holds one connection while it handles a batch; size it above the number of
+	// topics plus the API's concurrency. SQLite uses one writer and 8 readers.
+	MaxConns int
+}
+
+// Open opens the database at rawURL with default options and checks that it answers.
 func Open(ctx context.Context, rawURL string) (*DB, error) {
-	d, path, err := ParseURL(rawURL)
+	return OpenWith(ctx, rawURL, Options{})
+}
+
+// OpenWith opens the database at rawURL and checks that it answers.
+func OpenWith(ctx context.Context, rawURL string, opts Options) (*DB, error) {
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 16
+	}
+	d, dsn, err := ParseURL(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	if d != SQLite {
-		return nil, fmt.Errorf("dialect %s is not supported", d)
+	if d == SQLite {
+		return openSQLite(ctx, dsn)
 	}
-	return openSQLite(ctx, path)
+	u, _ := url.Parse(rawURL)
+	driver := map[Dialect]string{Postgres: "pgx", MySQL: "mysql"}[d]
+	pool, err := sql.Open(driver, dsn)
+	if err != nil {
+		return nil, err
+	}
+	pool.SetMaxOpenConns(opts.MaxConns)
+	pool.SetMaxIdleConns(opts.MaxConns)
+	pool.SetConnMaxIdleTime(5 * time.Minute)
+	db := &DB{Dialect: d, W: pool, R: pool, Location: redact(u)}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.PingContext(pctx); err != nil {
+		_ = pool.Close()
+		return nil, fmt.Errorf("connecting to %s: %w", db.Location, err)
+	}
+	return db, nil
+}
+
+// redact prints a URL without its password.
+func redact(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	return u.Redacted()
 }
 
 func openSQLite(ctx context.Context, path string) (*DB, error) {
@@ -105,8 +173,11 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	return db, nil
 }
 
-// Close closes both pools.
+// Close closes the pools.
 func (db *DB) Close() error {
+	if db.W == db.R {
+		return db.W.Close()
+	}
 	return errors.Join(db.W.Close(), db.R.Close())
 }
 

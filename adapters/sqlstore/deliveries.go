@@ -46,8 +46,8 @@ func (s *Deliveries) InsertQueued(ctx context.Context, tx Execer, ds []notify.De
 		args = append(args, d.ID, d.EventID, d.EventType, string(d.Channel), string(d.Lane), d.RecipientID,
 			string(d.Address), string(notify.StatusQueued), d.OccurredAt.UnixMicro(), t, t)
 	}
-	b.WriteString(" ON CONFLICT (id) DO NOTHING")
-	if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+	b.WriteString(s.db.onConflictNothing("id"))
+	if _, err := tx.ExecContext(ctx, s.db.q(b.String()), args...); err != nil {
 		return fmt.Errorf("inserting deliveries: %w", err)
 	}
 	return nil
@@ -56,27 +56,27 @@ func (s *Deliveries) InsertQueued(ctx context.Context, tx Execer, ds []notify.De
 // Start moves a delivery to sending and counts the attempt. It returns the current
 // status and false when the delivery is already terminal (nothing to do).
 func (s *Deliveries) Start(ctx context.Context, id string) (notify.Status, int, bool, error) {
-	var attempts int
-	err := s.db.W.QueryRowContext(ctx, `UPDATE herald_deliveries SET status = ?, attempts = attempts + 1, updated_at = ?
-		WHERE id = ? AND status IN (?, ?) RETURNING attempts`,
-		string(notify.StatusSending), now(), id, string(notify.StatusQueued), string(notify.StatusSending)).Scan(&attempts)
-	if err == nil {
-		return notify.StatusSending, attempts, true, nil
-	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return "", 0, false, fmt.Errorf("starting delivery %s: %w", id, err)
-	}
-	d, err := s.Get(ctx, id)
+	res, err := s.db.W.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, attempts = attempts + 1, updated_at = ?
+		WHERE id = ? AND status IN (?, ?)`),
+		string(notify.StatusSending), now(), id, string(notify.StatusQueued), string(notify.StatusSending))
 	if err != nil {
 		return "", 0, false, fmt.Errorf("starting delivery %s: %w", id, err)
 	}
-	return d.Status, d.Attempts, false, nil
+	started, err := res.RowsAffected()
+	if err != nil {
+		return "", 0, false, fmt.Errorf("starting delivery %s: %w", id, err)
+	}
+	d, err := s.getFrom(ctx, s.db.W, id)
+	if err != nil {
+		return "", 0, false, fmt.Errorf("starting delivery %s: %w", id, err)
+	}
+	return d.Status, d.Attempts, started == 1, nil
 }
 
 // MarkSent records the provider's acceptance.
 func (s *Deliveries) MarkSent(ctx context.Context, id string, r notify.Receipt, at time.Time) error {
-	_, err := s.db.W.ExecContext(ctx, `UPDATE herald_deliveries SET status = ?, provider = ?, provider_message_id = ?,
-		last_error = '', sent_at = ?, updated_at = ? WHERE id = ?`,
+	_, err := s.db.W.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, provider = ?, provider_message_id = ?,
+		last_error = '', sent_at = ?, updated_at = ? WHERE id = ?`),
 		string(notify.StatusSent), r.Provider, r.ProviderMessageID, at.UnixMicro(), now(), id)
 	if err != nil {
 		return fmt.Errorf("marking delivery %s sent: %w", id, err)
@@ -86,8 +86,8 @@ func (s *Deliveries) MarkSent(ctx context.Context, id string, r notify.Receipt, 
 
 // MarkRetrying records a transient failure; the delivery goes back to queued.
 func (s *Deliveries) MarkRetrying(ctx context.Context, id, reason string) error {
-	_, err := s.db.W.ExecContext(ctx, `UPDATE herald_deliveries SET status = ?, last_error = ?, updated_at = ?
-		WHERE id = ? AND status IN (?, ?)`,
+	_, err := s.db.W.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, last_error = ?, updated_at = ?
+		WHERE id = ? AND status IN (?, ?)`),
 		string(notify.StatusQueued), truncate(reason), now(), id, string(notify.StatusQueued), string(notify.StatusSending))
 	if err != nil {
 		return fmt.Errorf("recording retry of delivery %s: %w", id, err)
@@ -98,8 +98,8 @@ func (s *Deliveries) MarkRetrying(ctx context.Context, id, reason string) error 
 // MarkEnded sets a terminal status other than sent (failed, expired, poisoned) with the
 // reason. A delivery already sent keeps its status.
 func (s *Deliveries) MarkEnded(ctx context.Context, id string, st notify.Status, reason string) error {
-	_, err := s.db.W.ExecContext(ctx, `UPDATE herald_deliveries SET status = ?, last_error = ?, updated_at = ?
-		WHERE id = ? AND status NOT IN (?, ?)`,
+	_, err := s.db.W.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, last_error = ?, updated_at = ?
+		WHERE id = ? AND status NOT IN (?, ?)`),
 		string(st), truncate(reason), now(), id, string(notify.StatusSent), string(notify.StatusDelivered))
 	if err != nil {
 		return fmt.Errorf("marking delivery %s %s: %w", id, st, err)
@@ -137,7 +137,11 @@ func scanDelivery(sc interface{ Scan(...any) error }) (notify.Delivery, error) {
 
 // Get returns one delivery.
 func (s *Deliveries) Get(ctx context.Context, id string) (notify.Delivery, error) {
-	d, err := scanDelivery(s.db.R.QueryRowContext(ctx, `SELECT `+deliveryColumns+` FROM herald_deliveries WHERE id = ?`, id))
+	return s.getFrom(ctx, s.db.R, id)
+}
+
+func (s *Deliveries) getFrom(ctx context.Context, pool *sql.DB, id string) (notify.Delivery, error) {
+	d, err := scanDelivery(pool.QueryRowContext(ctx, s.db.q(`SELECT `+deliveryColumns+` FROM herald_deliveries WHERE id = ?`), id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return d, ErrNotFound
 	}
@@ -150,7 +154,7 @@ func (s *Deliveries) ByEvent(ctx context.Context, eventID string) ([]notify.Deli
 }
 
 func (s *Deliveries) query(ctx context.Context, q string, args ...any) ([]notify.Delivery, error) {
-	rows, err := s.db.R.QueryContext(ctx, q, args...)
+	rows, err := s.db.R.QueryContext(ctx, s.db.q(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing deliveries: %w", err)
 	}
@@ -251,8 +255,8 @@ type Summary struct {
 // Summarize counts the deliveries of events whose id starts with prefix.
 func (s *Deliveries) Summarize(ctx context.Context, prefix string, withLatencies bool) (Summary, error) {
 	sum := Summary{ByStatus: map[notify.Status]int{}, ByChannel: map[notify.Channel]int{}}
-	rows, err := s.db.R.QueryContext(ctx, `SELECT status, channel, COUNT(*) FROM herald_deliveries
-		WHERE event_id >= ? AND event_id < ? GROUP BY status, channel`, prefix, prefix+"\U0010FFFF")
+	rows, err := s.db.R.QueryContext(ctx, s.db.q(`SELECT status, channel, COUNT(*) FROM herald_deliveries
+		WHERE event_id LIKE ? ESCAPE '!' GROUP BY status, channel`), likePrefix(prefix))
 	if err != nil {
 		return sum, fmt.Errorf("summarizing deliveries: %w", err)
 	}
@@ -273,8 +277,8 @@ func (s *Deliveries) Summarize(ctx context.Context, prefix string, withLatencies
 	if !withLatencies {
 		return sum, nil
 	}
-	lrows, err := s.db.R.QueryContext(ctx, `SELECT sent_at - occurred_at FROM herald_deliveries
-		WHERE event_id >= ? AND event_id < ? AND sent_at IS NOT NULL`, prefix, prefix+"\U0010FFFF")
+	lrows, err := s.db.R.QueryContext(ctx, s.db.q(`SELECT sent_at - occurred_at FROM herald_deliveries
+		WHERE event_id LIKE ? ESCAPE '!' AND sent_at IS NOT NULL`), likePrefix(prefix))
 	if err != nil {
 		return sum, fmt.Errorf("reading latencies: %w", err)
 	}

@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 
@@ -48,19 +47,26 @@ func (db *DB) CommitFanOut(ctx context.Context, n Notification, ds []notify.Deli
 // OutboxLag is the age of the oldest outbox row the consumer group has not consumed
 // (0 when it is up to date).
 func (db *DB) OutboxLag(ctx context.Context, group string) (time.Duration, error) {
-	var created int64
-	err := db.R.QueryRowContext(ctx, `SELECT created_at FROM "`+TopicTable(EventsTopic)+`"
-		WHERE "offset" > COALESCE((SELECT offset_acked FROM "`+OffsetsTable(EventsTopic)+`" WHERE consumer_group = ?), 0)
-		ORDER BY "offset" LIMIT 1`, group).Scan(&created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
+	events, offsets := TopicTable(EventsTopic), OffsetsTable(EventsTopic)
+	var q string
+	switch db.Dialect {
+	case Postgres:
+		q = `SELECT COALESCE(EXTRACT(EPOCH FROM (LOCALTIMESTAMP - MIN(e.created_at))) * 1000000, 0)::BIGINT
+			FROM "` + events + `" e, (
+				SELECT offset_acked, last_processed_transaction_id FROM "` + offsets + `" WHERE consumer_group = $1
+				UNION ALL SELECT 0, '0'::xid8 LIMIT 1) o
+			WHERE (e.transaction_id = o.last_processed_transaction_id AND e."offset" > o.offset_acked)
+				OR e.transaction_id > o.last_processed_transaction_id`
+	case MySQL:
+		q = "SELECT COALESCE(TIMESTAMPDIFF(MICROSECOND, MIN(created_at), NOW(6)), 0) FROM `" + events + "`" +
+			" WHERE `offset` > COALESCE((SELECT offset_acked FROM `" + offsets + "` WHERE consumer_group = ?), 0)"
+	default:
+		q = `SELECT COALESCE(CAST(unixepoch('subsec') * 1000000 AS INTEGER) - MIN(created_at), 0) FROM "` + events + `"
+			WHERE "offset" > COALESCE((SELECT offset_acked FROM "` + offsets + `" WHERE consumer_group = ?), 0)`
 	}
-	if err != nil {
+	var us int64
+	if err := db.R.QueryRowContext(ctx, q, group).Scan(&us); err != nil {
 		return 0, fmt.Errorf("measuring outbox lag: %w", err)
 	}
-	lag := time.Since(fromMicros(created))
-	if lag < 0 {
-		lag = 0
-	}
-	return lag, nil
+	return time.Duration(max(us, 0)) * time.Microsecond, nil
 }

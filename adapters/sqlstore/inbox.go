@@ -29,12 +29,14 @@ type InboxMessage struct {
 // Add puts a message in the inbox; adding the same delivery twice keeps one message.
 // It returns the message id.
 func (s *Inbox) Add(ctx context.Context, recipientID, deliveryID, eventType, title, body string) (int64, error) {
-	var id int64
-	err := s.db.W.QueryRowContext(ctx, `INSERT INTO herald_inbox (recipient_id, delivery_id, event_type, title, body, created_at)
-		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id) DO UPDATE SET delivery_id = excluded.delivery_id RETURNING id`,
-		recipientID, deliveryID, eventType, title, body, now()).Scan(&id)
+	_, err := s.db.W.ExecContext(ctx, s.db.q(`INSERT INTO herald_inbox (recipient_id, delivery_id, event_type, title, body, created_at)
+		VALUES (?, ?, ?, ?, ?, ?)`+s.db.onConflictNothing("delivery_id")), recipientID, deliveryID, eventType, title, body, now())
 	if err != nil {
 		return 0, fmt.Errorf("adding to inbox: %w", err)
+	}
+	var id int64
+	if err := s.db.W.QueryRowContext(ctx, s.db.q(`SELECT id FROM herald_inbox WHERE delivery_id = ?`), deliveryID).Scan(&id); err != nil {
+		return 0, fmt.Errorf("reading inbox message id: %w", err)
 	}
 	return id, nil
 }
@@ -60,12 +62,12 @@ func (s *Inbox) List(ctx context.Context, recipientID, cursor string, limit int)
 		}
 		before = n
 	}
-	if err := s.db.R.QueryRowContext(ctx, `SELECT COUNT(*) FROM herald_inbox WHERE recipient_id = ? AND read_at IS NULL`,
+	if err := s.db.R.QueryRowContext(ctx, s.db.q(`SELECT COUNT(*) FROM herald_inbox WHERE recipient_id = ? AND read_at IS NULL`),
 		recipientID).Scan(&page.Unread); err != nil {
 		return page, fmt.Errorf("counting unread: %w", err)
 	}
-	rows, err := s.db.R.QueryContext(ctx, `SELECT id, delivery_id, event_type, title, body, created_at, read_at FROM herald_inbox
-		WHERE recipient_id = ? AND id < ? ORDER BY id DESC LIMIT ?`, recipientID, before, limit+1)
+	rows, err := s.db.R.QueryContext(ctx, s.db.q(`SELECT id, delivery_id, event_type, title, body, created_at, read_at FROM herald_inbox
+		WHERE recipient_id = ? AND id < ? ORDER BY id DESC LIMIT ?`), recipientID, before, limit+1)
 	if err != nil {
 		return page, fmt.Errorf("listing inbox: %w", err)
 	}
@@ -115,8 +117,8 @@ func (s *Poison) Add(ctx context.Context, e PoisonEntry) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.db.W.ExecContext(ctx, `INSERT INTO herald_poison (message_uuid, topic, handler, reason, payload, metadata, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`, e.MessageUUID, e.Topic, e.Handler, truncate(e.Reason), []byte(e.Payload), string(md), now())
+	_, err = s.db.W.ExecContext(ctx, s.db.q(`INSERT INTO herald_poison (message_uuid, topic, handler, reason, payload, metadata, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`), e.MessageUUID, e.Topic, e.Handler, truncate(e.Reason), []byte(e.Payload), string(md), now())
 	if err != nil {
 		return fmt.Errorf("storing poisoned message: %w", err)
 	}
@@ -137,8 +139,8 @@ func (s *Poison) List(ctx context.Context, topic, cursor string, limit int) ([]P
 		}
 		before = n
 	}
-	rows, err := s.db.R.QueryContext(ctx, `SELECT id, message_uuid, topic, handler, reason, payload, metadata, created_at
-		FROM herald_poison WHERE id < ? AND (? = '' OR topic = ?) ORDER BY id DESC LIMIT ?`, before, topic, topic, limit+1)
+	rows, err := s.db.R.QueryContext(ctx, s.db.q(`SELECT id, message_uuid, topic, handler, reason, payload, metadata, created_at
+		FROM herald_poison WHERE id < ? AND (? = '' OR topic = ?) ORDER BY id DESC LIMIT ?`), before, topic, topic, limit+1)
 	if err != nil {
 		return nil, "", fmt.Errorf("listing poison queue: %w", err)
 	}

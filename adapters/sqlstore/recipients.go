@@ -28,9 +28,8 @@ func (s *Recipients) Put(ctx context.Context, r notify.Recipient) (notify.Recipi
 		return r, err
 	}
 	t := now()
-	_, err = s.db.W.ExecContext(ctx, `INSERT INTO herald_recipients (id, locale, time_zone, contacts, preferences, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET locale = excluded.locale, time_zone = excluded.time_zone,
-		contacts = excluded.contacts, preferences = excluded.preferences, updated_at = excluded.updated_at`,
+	_, err = s.db.W.ExecContext(ctx, s.db.q(`INSERT INTO herald_recipients (id, locale, time_zone, contacts, preferences, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?)`+s.db.onConflictUpdate("id", "locale", "time_zone", "contacts", "preferences", "updated_at")),
 		r.ID, r.Locale, r.TimeZone, string(contacts), string(prefs), t)
 	if err != nil {
 		return r, fmt.Errorf("saving recipient: %w", err)
@@ -44,8 +43,8 @@ func (s *Recipients) Get(ctx context.Context, id string) (notify.Recipient, erro
 	var r notify.Recipient
 	var contacts, prefs string
 	var updated int64
-	err := s.db.R.QueryRowContext(ctx, `SELECT id, locale, time_zone, contacts, preferences, updated_at
-		FROM herald_recipients WHERE id = ?`, id).Scan(&r.ID, &r.Locale, &r.TimeZone, &contacts, &prefs, &updated)
+	err := s.db.R.QueryRowContext(ctx, s.db.q(`SELECT id, locale, time_zone, contacts, preferences, updated_at
+		FROM herald_recipients WHERE id = ?`), id).Scan(&r.ID, &r.Locale, &r.TimeZone, &contacts, &prefs, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, ErrNotFound
 	}
@@ -89,8 +88,8 @@ const (
 
 // Record saves the fan-out's outcome inside tx (idempotent).
 func (s *Notifications) Record(ctx context.Context, tx Execer, n Notification, deliveries int) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO herald_notifications (id, type, customer_id, status, reason, deliveries,
-		occurred_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+	_, err := tx.ExecContext(ctx, s.db.q(`INSERT INTO herald_notifications (id, type, customer_id, status, reason, deliveries,
+		occurred_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`+s.db.onConflictNothing("id")),
 		n.ID, n.Type, n.CustomerID, n.Status, n.Reason, deliveries, n.OccurredAt.UnixMicro(), now())
 	if err != nil {
 		return fmt.Errorf("recording notification: %w", err)
@@ -103,8 +102,8 @@ func (s *Notifications) Record(ctx context.Context, tx Execer, n Notification, d
 func (s *Notifications) Get(ctx context.Context, id string) (Notification, error) {
 	var n Notification
 	var occ, created int64
-	err := s.db.R.QueryRowContext(ctx, `SELECT id, type, customer_id, status, reason, occurred_at, created_at
-		FROM herald_notifications WHERE id = ?`, id).Scan(&n.ID, &n.Type, &n.CustomerID, &n.Status, &n.Reason, &occ, &created)
+	err := s.db.R.QueryRowContext(ctx, s.db.q(`SELECT id, type, customer_id, status, reason, occurred_at, created_at
+		FROM herald_notifications WHERE id = ?`), id).Scan(&n.ID, &n.Type, &n.CustomerID, &n.Status, &n.Reason, &occ, &created)
 	if err == nil {
 		n.OccurredAt, n.CreatedAt = fromMicros(occ), fromMicros(created)
 		return n, nil
@@ -113,7 +112,7 @@ func (s *Notifications) Get(ctx context.Context, id string) (Notification, error
 		return n, fmt.Errorf("reading notification: %w", err)
 	}
 	var reason string
-	err = s.db.R.QueryRowContext(ctx, `SELECT reason FROM herald_poison WHERE message_uuid = ? ORDER BY id DESC LIMIT 1`, id).Scan(&reason)
+	err = s.db.R.QueryRowContext(ctx, s.db.q(`SELECT reason FROM herald_poison WHERE message_uuid = ? ORDER BY id DESC LIMIT 1`), id).Scan(&reason)
 	if err == nil {
 		return Notification{ID: id, Status: NotificationPoisoned, Reason: reason}, nil
 	}
@@ -121,7 +120,7 @@ func (s *Notifications) Get(ctx context.Context, id string) (Notification, error
 		return n, fmt.Errorf("reading poison queue: %w", err)
 	}
 	var one int
-	err = s.db.R.QueryRowContext(ctx, `SELECT 1 FROM "`+TopicTable(EventsTopic)+`" WHERE uuid = ? LIMIT 1`, id).Scan(&one)
+	err = s.db.R.QueryRowContext(ctx, s.db.q(`SELECT 1 FROM "`+TopicTable(EventsTopic)+`" WHERE uuid = ? LIMIT 1`), id).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return n, ErrNotFound
 	}
@@ -134,8 +133,8 @@ func (s *Notifications) Get(ctx context.Context, id string) (Notification, error
 // ClaimIdempotencyKey binds key to notificationID inside tx. It returns the id already
 // bound when the key was used before (and then the caller must not write again).
 func (s *Notifications) ClaimIdempotencyKey(ctx context.Context, tx *sql.Tx, key, notificationID string) (string, bool, error) {
-	res, err := tx.ExecContext(ctx, `INSERT INTO herald_idempotency_keys (key, notification_id, created_at) VALUES (?, ?, ?)
-		ON CONFLICT (key) DO NOTHING`, key, notificationID, now())
+	res, err := tx.ExecContext(ctx, s.db.q(`INSERT INTO herald_idempotency_keys (idem_key, notification_id, created_at) VALUES (?, ?, ?)`+
+		s.db.onConflictNothing("idem_key")), key, notificationID, now())
 	if err != nil {
 		return "", false, fmt.Errorf("claiming idempotency key: %w", err)
 	}
@@ -143,7 +142,7 @@ func (s *Notifications) ClaimIdempotencyKey(ctx context.Context, tx *sql.Tx, key
 		return notificationID, true, nil
 	}
 	var existing string
-	if err := tx.QueryRowContext(ctx, `SELECT notification_id FROM herald_idempotency_keys WHERE key = ?`, key).Scan(&existing); err != nil {
+	if err := tx.QueryRowContext(ctx, s.db.q(`SELECT notification_id FROM herald_idempotency_keys WHERE idem_key = ?`), key).Scan(&existing); err != nil {
 		return "", false, fmt.Errorf("reading idempotency key: %w", err)
 	}
 	return existing, false, nil
@@ -153,12 +152,12 @@ func (s *Notifications) ClaimIdempotencyKey(ctx context.Context, tx *sql.Tx, key
 // (fanned out, skipped) plus those poisoned.
 func (s *Notifications) CountPrefix(ctx context.Context, prefix string) (int, error) {
 	var n, p int
-	hi := prefix + "\U0010FFFF"
-	if err := s.db.R.QueryRowContext(ctx, `SELECT COUNT(*) FROM herald_notifications WHERE id >= ? AND id < ?`, prefix, hi).Scan(&n); err != nil {
+	like := likePrefix(prefix)
+	if err := s.db.R.QueryRowContext(ctx, s.db.q(`SELECT COUNT(*) FROM herald_notifications WHERE id LIKE ? ESCAPE '!'`), like).Scan(&n); err != nil {
 		return 0, fmt.Errorf("counting notifications: %w", err)
 	}
-	if err := s.db.R.QueryRowContext(ctx, `SELECT COUNT(DISTINCT message_uuid) FROM herald_poison WHERE handler = 'fanout'
-		AND message_uuid >= ? AND message_uuid < ?`, prefix, hi).Scan(&p); err != nil {
+	if err := s.db.R.QueryRowContext(ctx, s.db.q(`SELECT COUNT(DISTINCT message_uuid) FROM herald_poison WHERE handler = 'fanout'
+		AND message_uuid LIKE ? ESCAPE '!'`), like).Scan(&p); err != nil {
 		return 0, fmt.Errorf("counting poisoned events: %w", err)
 	}
 	return n + p, nil

@@ -24,9 +24,8 @@ type SandboxSend struct {
 
 // Add records a send.
 func (s *SandboxSends) Add(ctx context.Context, r SandboxSend) (int64, error) {
-	var id int64
-	err := s.db.W.QueryRowContext(ctx, `INSERT INTO herald_sandbox_sends (delivery_id, channel, address, subject, body, accepted_at)
-		VALUES (?, ?, ?, ?, ?, ?) RETURNING id`, r.DeliveryID, r.Channel, r.Address, r.Subject, r.Body, r.AcceptedAt.UnixMicro()).Scan(&id)
+	id, err := s.db.insertID(ctx, `INSERT INTO herald_sandbox_sends (delivery_id, channel, address, subject, body, accepted_at)
+		VALUES (?, ?, ?, ?, ?, ?)`, r.DeliveryID, r.Channel, r.Address, r.Subject, r.Body, r.AcceptedAt.UnixMicro())
 	if err != nil {
 		return 0, fmt.Errorf("recording sandbox send: %w", err)
 	}
@@ -37,10 +36,10 @@ func (s *SandboxSends) Add(ctx context.Context, r SandboxSend) (int64, error) {
 // provider or the inbox accepted more than once (each extra acceptance counts one).
 func (s *SandboxSends) Duplicates(ctx context.Context, prefix string) (int, error) {
 	var n int
-	err := s.db.R.QueryRowContext(ctx, `SELECT COALESCE(SUM(c - 1), 0) FROM (
+	err := s.db.R.QueryRowContext(ctx, s.db.q(`SELECT COALESCE(SUM(c - 1), 0) FROM (
 		SELECT COUNT(*) AS c FROM herald_sandbox_sends s JOIN herald_deliveries d ON d.id = s.delivery_id
-		WHERE d.event_id >= ? AND d.event_id < ? GROUP BY s.delivery_id HAVING COUNT(*) > 1)`,
-		prefix, prefix+"\U0010FFFF").Scan(&n)
+		WHERE d.event_id LIKE ? ESCAPE '!' GROUP BY s.delivery_id HAVING COUNT(*) > 1) AS dup`),
+		likePrefix(prefix)).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("counting duplicate sends: %w", err)
 	}
@@ -50,6 +49,6 @@ func (s *SandboxSends) Duplicates(ctx context.Context, prefix string) (int, erro
 // Count returns how many sends were recorded for a delivery.
 func (s *SandboxSends) Count(ctx context.Context, deliveryID string) (int, error) {
 	var n int
-	err := s.db.R.QueryRowContext(ctx, `SELECT COUNT(*) FROM herald_sandbox_sends WHERE delivery_id = ?`, deliveryID).Scan(&n)
+	err := s.db.R.QueryRowContext(ctx, s.db.q(`SELECT COUNT(*) FROM herald_sandbox_sends WHERE delivery_id = ?`), deliveryID).Scan(&n)
 	return n, err
 }

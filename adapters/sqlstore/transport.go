@@ -36,17 +36,109 @@ func (c *TransportConfig) setDefaults() {
 	}
 }
 
-// SchemaAdapter returns the watermill-sql schema adapter of the database.
-func (db *DB) SchemaAdapter(batch int) wsql.SchemaAdapter {
+// SchemaAdapter returns the watermill-sql schema adapter of the database: Herald's
+// own on SQLite, watermill-sql's log schemas (with offsets per consumer group) on
+// PostgreSQL and MySQL; docs/adr/0003-sql-schemas.md says why.
+func (db *DB) SchemaAdapter(batch int) wsql.SchemaAdapter { return SchemaAdapterFor(db.Dialect, batch) }
+
+// SchemaAdapterFor returns the watermill-sql schema adapter of a dialect.
+func SchemaAdapterFor(d Dialect, batch int) wsql.SchemaAdapter {
+	switch d {
+	case Postgres:
+		return PostgresSchema{wsql.DefaultPostgreSQLSchema{
+			GenerateMessagesTableName: func(t string) string { return `"` + TopicTable(t) + `"` },
+			GeneratePayloadType:       payloadType("JSON", "BYTEA"),
+			SubscribeBatchSize:        batch,
+		}}
+	case MySQL:
+		return MySQLSchema{wsql.DefaultMySQLSchema{
+			GenerateMessagesTableName: func(t string) string { return "`" + TopicTable(t) + "`" },
+			GeneratePayloadType:       payloadType("JSON", "LONGBLOB"),
+			SubscribeBatchSize:        batch,
+		}}
+	}
 	return SQLiteSchema{SubscribeBatchSize: batch}
 }
 
 // OffsetsAdapter returns the watermill-sql offsets adapter of the database.
-func (db *DB) OffsetsAdapter() wsql.OffsetsAdapter { return SQLiteOffsets{} }
+func (db *DB) OffsetsAdapter() wsql.OffsetsAdapter {
+	switch db.Dialect {
+	case Postgres:
+		return wsql.DefaultPostgreSQLOffsetsAdapter{
+			GenerateMessagesOffsetsTableName: func(t string) string { return `"` + OffsetsTable(t) + `"` },
+		}
+	case MySQL:
+		return wsql.DefaultMySQLOffsetsAdapter{
+			GenerateMessagesOffsetsTableName: func(t string) string { return "`" + OffsetsTable(t) + "`" },
+		}
+	}
+	return SQLiteOffsets{}
+}
+
+// payloadType: the outbox is JSON, so a core's plain INSERT is checked by the
+// database and readable by people; Herald's internal topics carry opaque bytes.
+func payloadType(outbox, internal string) func(string) string {
+	return func(topic string) string {
+		if topic == EventsTopic {
+			return outbox
+		}
+		return internal
+	}
+}
+
+func (db *DB) beginner() wsql.Beginner {
+	if db.Dialect == SQLite {
+		return SQLiteBeginner{R: db.R, W: db.W}
+	}
+	return wsql.BeginnerFromStdSQL(db.W)
+}
+
+// PostgresSchema is watermill-sql's PostgreSQL log schema with a default for the
+// transaction_id column, so that a core's plain INSERT needs no PostgreSQL function.
+type PostgresSchema struct {
+	wsql.DefaultPostgreSQLSchema
+}
+
+// SchemaInitializingQueries creates the topic table: watermill-sql's table with
+// defaults for transaction_id and metadata, under an advisory lock.
+func (s PostgresSchema) SchemaInitializingQueries(p wsql.SchemaInitializingQueriesParams) ([]wsql.Query, error) {
+	return []wsql.Query{
+		{Query: fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", wsql.DefaultSchemaInitializationLock("herald"))},
+		{Query: `CREATE TABLE IF NOT EXISTS ` + s.MessagesTable(p.Topic) + ` (
+			"offset" BIGSERIAL,
+			"uuid" VARCHAR(255) NOT NULL,
+			"created_at" TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+			"payload" ` + s.PayloadColumnType(p.Topic) + ` DEFAULT NULL,
+			"metadata" JSON NOT NULL DEFAULT '{}',
+			"transaction_id" xid8 NOT NULL DEFAULT pg_current_xact_id(),
+			PRIMARY KEY ("transaction_id", "offset")
+		)`},
+	}, nil
+}
+
+// RequiresTransaction: the schema is created in a transaction, under the lock.
+func (s PostgresSchema) RequiresTransaction() bool { return true }
+
+// MySQLSchema is watermill-sql's MySQL log schema with room for Herald's ids (event
+// ids up to 128 characters, where watermill-sql expects 36-character UUIDs).
+type MySQLSchema struct {
+	wsql.DefaultMySQLSchema
+}
+
+// SchemaInitializingQueries creates the topic table.
+func (s MySQLSchema) SchemaInitializingQueries(p wsql.SchemaInitializingQueriesParams) ([]wsql.Query, error) {
+	return []wsql.Query{{Query: "CREATE TABLE IF NOT EXISTS " + s.MessagesTable(p.Topic) + ` (
+		` + "`offset`" + ` BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+		` + "`uuid`" + ` VARCHAR(255) NOT NULL,
+		` + "`created_at`" + ` TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+		` + "`payload` " + s.PayloadColumnType(p.Topic) + ` DEFAULT NULL,
+		` + "`metadata`" + ` JSON DEFAULT NULL
+	) CHARACTER SET utf8mb4`}}, nil
+}
 
 // NewPublisher returns a publisher that writes topics in their own statements.
 func (db *DB) NewPublisher(logger watermill.LoggerAdapter) (message.Publisher, error) {
-	return wsql.NewPublisher(SQLiteBeginner{R: db.R, W: db.W}, wsql.PublisherConfig{
+	return wsql.NewPublisher(db.beginner(), wsql.PublisherConfig{
 		SchemaAdapter: db.SchemaAdapter(0),
 	}, logger)
 }
@@ -59,7 +151,7 @@ func (db *DB) NewTxPublisher(tx wsql.ContextExecutor, logger watermill.LoggerAda
 // NewSubscriber returns a subscriber of SQL topics.
 func (db *DB) NewSubscriber(cfg TransportConfig, logger watermill.LoggerAdapter) (*wsql.Subscriber, error) {
 	cfg.setDefaults()
-	s, err := wsql.NewSubscriber(SQLiteBeginner{R: db.R, W: db.W}, wsql.SubscriberConfig{
+	s, err := wsql.NewSubscriber(db.beginner(), wsql.SubscriberConfig{
 		ConsumerGroup:    cfg.ConsumerGroup,
 		PollInterval:     cfg.PollInterval,
 		ResendInterval:   10 * time.Millisecond,

@@ -1,0 +1,80 @@
+package sqlstore
+
+import (
+	"context"
+	"strconv"
+	"strings"
+)
+
+// q adapts a query written with ? placeholders and "double-quoted" identifiers to the
+// dialect: $n placeholders on PostgreSQL, `backticks` on MySQL. Queries never contain
+// literal ? or " characters for this reason.
+func (db *DB) q(query string) string {
+	switch db.Dialect {
+	case Postgres:
+		var b strings.Builder
+		n := 0
+		for i := 0; i < len(query); i++ {
+			if query[i] == '?' {
+				n++
+				b.WriteByte('$')
+				b.WriteString(strconv.Itoa(n))
+				continue
+			}
+			b.WriteByte(query[i])
+		}
+		return b.String()
+	case MySQL:
+		return strings.ReplaceAll(query, `"`, "`")
+	}
+	return query
+}
+
+// onConflictNothing ends an INSERT so that a row whose key exists is left alone.
+func (db *DB) onConflictNothing(key string) string {
+	if db.Dialect == MySQL {
+		return " ON DUPLICATE KEY UPDATE " + key + " = " + key
+	}
+	return " ON CONFLICT (" + key + ") DO NOTHING"
+}
+
+// onConflictUpdate ends an INSERT so that a row whose key exists takes the new values
+// of cols.
+func (db *DB) onConflictUpdate(key string, cols ...string) string {
+	sets := make([]string, len(cols))
+	for i, c := range cols {
+		if db.Dialect == MySQL {
+			sets[i] = c + " = VALUES(" + c + ")"
+		} else {
+			sets[i] = c + " = excluded." + c
+		}
+	}
+	if db.Dialect == MySQL {
+		return " ON DUPLICATE KEY UPDATE " + strings.Join(sets, ", ")
+	}
+	return " ON CONFLICT (" + key + ") DO UPDATE SET " + strings.Join(sets, ", ")
+}
+
+// insertID runs an INSERT into a table with an auto-increment id and returns the id.
+func (db *DB) insertID(ctx context.Context, query string, args ...any) (int64, error) {
+	if db.Dialect == Postgres {
+		var id int64
+		err := db.W.QueryRowContext(ctx, db.q(query)+" RETURNING id", args...).Scan(&id)
+		return id, err
+	}
+	res, err := db.W.ExecContext(ctx, db.q(query), args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.LastInsertId()
+}
+
+// likePrefix returns a LIKE pattern matching strings that start with prefix.
+func likePrefix(prefix string) string {
+	r := strings.NewReplacer("!", "!!", "%", "!%", "_", "!_")
+	return r.Replace(prefix) + "%"
+}
+
+// Rebind adapts a query written with ? placeholders and "double-quoted" identifiers to
+// the database's dialect.
+func (db *DB) Rebind(query string) string { return db.q(query) }
