@@ -2,10 +2,10 @@ package sqlstore_test
 
 import (
 	"context"
+	"path/filepath"
 	"reflect"
 	"runtime"
 	"strings"
-	"path/filepath"
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill"
