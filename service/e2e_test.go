@@ -47,7 +47,7 @@ func eachBackend(t *testing.T, fn func(t *testing.T, svc *service.Service)) {
 	}
 }
 
-func testConfig(t *testing.T, url string) config.Config {
+func testConfig(url string) config.Config {
 	return config.Config{
 		DB: url, DBMaxConns: 8,
 		Addr:     "127.0.0.1:0",
@@ -70,7 +70,7 @@ func start(t *testing.T) *service.Service {
 func startOn(t *testing.T, url string) *service.Service {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(testLogWriter(), &slog.HandlerOptions{Level: slog.LevelError}))
-	svc, err := service.Open(context.Background(), testConfig(t, url), logger)
+	svc, err := service.Open(context.Background(), testConfig(url), logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -116,7 +116,7 @@ func (s PostgresSchema) SchemaInitializingQueries(p wsql.SchemaInitializingQueri
 	}, nil
 }
 
-// RequiresTransaction: the schema is created in a transaction, under the lock.
+// RequiresTransaction reports that the schema is created in a transaction, under the lock.
 func (s PostgresSchema) RequiresTransaction() bool { return true }
 
 // MySQLSchema is watermill-sql's MySQL log schema with room for Herald's ids (event

@@ -45,7 +45,7 @@ func Postgres(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("postgres %s: %v", base, err)
 	}
-	defer db.Close()
+	defer func() { _ = db.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	schema := name()
@@ -80,7 +80,7 @@ func MySQL(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("mysql %s: %v", u.Redacted(), err)
 	}
-	defer db.Close()
+	defer func() { _ = db.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	dbName := name()
