@@ -87,7 +87,7 @@ func Run(ctx context.Context, svc *service.Service, cfg Config) (Summary, error)
 		return Summary{}, err
 	}
 	if _, err := svc.DB.W.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS demo_core_ledger (
-		id TEXT PRIMARY KEY, account_id TEXT NOT NULL, amount TEXT NOT NULL, created_at INTEGER NOT NULL)`); err != nil {
+		id VARCHAR(64) PRIMARY KEY, account_id VARCHAR(64) NOT NULL, amount VARCHAR(32) NOT NULL, created_at BIGINT NOT NULL)`); err != nil {
 		return Summary{}, fmt.Errorf("creating the demo ledger: %w", err)
 	}
 
@@ -245,7 +245,7 @@ func commitOne(ctx context.Context, svc *service.Service, prefix string, i, cust
 		e.Extra = map[string]any{"ip": "203.0.113.9", "device": "Pixel 9"}
 	}
 	return svc.DB.InTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO demo_core_ledger (id, account_id, amount, created_at) VALUES (?, ?, ?, ?)`,
+		if _, err := tx.ExecContext(ctx, svc.DB.Rebind(`INSERT INTO demo_core_ledger (id, account_id, amount, created_at) VALUES (?, ?, ?, ?)`),
 			e.ID, account, amount.String(), time.Now().UnixMicro()); err != nil {
 			return fmt.Errorf("demo ledger: %w", err)
 		}

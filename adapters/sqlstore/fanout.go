@@ -49,6 +49,7 @@ func (db *DB) CommitFanOut(ctx context.Context, n Notification, ds []notify.Deli
 func (db *DB) OutboxLag(ctx context.Context, group string) (time.Duration, error) {
 	events, offsets := TopicTable(EventsTopic), OffsetsTable(EventsTopic)
 	var q string
+	args := []any{group}
 	switch db.Dialect {
 	case Postgres:
 		q = `SELECT COALESCE(EXTRACT(EPOCH FROM (LOCALTIMESTAMP - MIN(e.created_at))) * 1000000, 0)::BIGINT
@@ -59,13 +60,14 @@ func (db *DB) OutboxLag(ctx context.Context, group string) (time.Duration, error
 				OR e.transaction_id > o.last_processed_transaction_id`
 	case MySQL:
 		q = "SELECT COALESCE(TIMESTAMPDIFF(MICROSECOND, MIN(created_at), NOW(6)), 0) FROM `" + events + "`" +
-			" WHERE `offset` > COALESCE((SELECT offset_acked FROM `" + offsets + "` WHERE consumer_group = ?), 0)"
+			" WHERE `acked` = 0"
+		args = nil // a queue has no consumer groups
 	default:
 		q = `SELECT COALESCE(CAST(unixepoch('subsec') * 1000000 AS INTEGER) - MIN(created_at), 0) FROM "` + events + `"
 			WHERE "offset" > COALESCE((SELECT offset_acked FROM "` + offsets + `" WHERE consumer_group = ?), 0)`
 	}
 	var us int64
-	if err := db.R.QueryRowContext(ctx, q, group).Scan(&us); err != nil {
+	if err := db.R.QueryRowContext(ctx, q, args...).Scan(&us); err != nil {
 		return 0, fmt.Errorf("measuring outbox lag: %w", err)
 	}
 	return time.Duration(max(us, 0)) * time.Microsecond, nil

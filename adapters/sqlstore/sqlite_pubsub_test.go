@@ -83,9 +83,9 @@ func TestSQLitePubSub(t *testing.T) {
 // TestPostgresPubSub runs the suite against Herald's PostgreSQL configuration
 // (watermill-sql's log schema with transaction ids; the offsets row is locked while a
 // batch is handled, which makes delivery exactly once per consumer group), in the
-// suite's short mode: the full mode starts 50 subscribers whose blocked transactions
-// each hold a pooled connection, more than a 16-connection pool and the test
-// server's 100 connections allow beside the other tests.
+// suite's short mode: the full mode subscribes 50 subscribers before reading, whose
+// blocked transactions each hold a pooled connection, more than the 16-connection pool
+// holds (and than the server's 100 connections beside the other tests).
 func TestPostgresPubSub(t *testing.T) {
 	runPubSubSuite(t, testdb.Postgres(t), tests.Features{
 		ConsumerGroups: true, ExactlyOnceDelivery: true, GuaranteedOrder: true, Persistent: true,
@@ -93,17 +93,14 @@ func TestPostgresPubSub(t *testing.T) {
 	}, nil)
 }
 
-// TestMySQLPubSub runs the suite against Herald's MySQL/MariaDB configuration, in the
-// suite's short mode (ForceShort: the full mode takes about a minute on MariaDB here),
-// without TestMessageCtx: when it runs beside the rest of the suite on MariaDB its
-// second publish waits on the serializable subscriber's gap lock and the message is not
-// received within the suite's timeout (it passes alone). docs/adr/0003-sql-schemas.md
-// describes this limit of the MySQL configuration.
+// TestMySQLPubSub runs the suite against Herald's MySQL/MariaDB queue schema: no
+// consumer groups (the queue is shared), exactly once, ordered for one subscriber
+// (several subscribers of one topic take batches side by side).
 func TestMySQLPubSub(t *testing.T) {
 	runPubSubSuite(t, testdb.MySQL(t), tests.Features{
-		ConsumerGroups: true, ExactlyOnceDelivery: true, GuaranteedOrder: true, Persistent: true,
-		ForceShort: true,
-	}, map[string]bool{"TestMessageCtx": true})
+		ConsumerGroups: false, ExactlyOnceDelivery: true, GuaranteedOrder: true, Persistent: true,
+		GuaranteedOrderWithSingleSubscriber: true,
+	}, nil)
 }
 
 var suiteLogger = watermill.NopLogger{}

@@ -37,8 +37,8 @@ func (c *TransportConfig) setDefaults() {
 }
 
 // SchemaAdapter returns the watermill-sql schema adapter of the database: Herald's
-// own on SQLite, watermill-sql's log schemas (with offsets per consumer group) on
-// PostgreSQL and MySQL; docs/adr/0003-sql-schemas.md says why.
+// own on SQLite and MySQL (a queue), watermill-sql's log schema (with offsets per
+// consumer group) on PostgreSQL; docs/adr/0003-sql-schemas.md says why.
 func (db *DB) SchemaAdapter(batch int) wsql.SchemaAdapter { return SchemaAdapterFor(db.Dialect, batch) }
 
 // SchemaAdapterFor returns the watermill-sql schema adapter of a dialect.
@@ -51,11 +51,7 @@ func SchemaAdapterFor(d Dialect, batch int) wsql.SchemaAdapter {
 			SubscribeBatchSize:        batch,
 		}}
 	case MySQL:
-		return MySQLSchema{wsql.DefaultMySQLSchema{
-			GenerateMessagesTableName: func(t string) string { return "`" + TopicTable(t) + "`" },
-			GeneratePayloadType:       payloadType("JSON", "LONGBLOB"),
-			SubscribeBatchSize:        batch,
-		}}
+		return MySQLQueueSchema{SubscribeBatchSize: batch}
 	}
 	return SQLiteSchema{SubscribeBatchSize: batch}
 }
@@ -68,9 +64,7 @@ func (db *DB) OffsetsAdapter() wsql.OffsetsAdapter {
 			GenerateMessagesOffsetsTableName: func(t string) string { return `"` + OffsetsTable(t) + `"` },
 		}
 	case MySQL:
-		return wsql.DefaultMySQLOffsetsAdapter{
-			GenerateMessagesOffsetsTableName: func(t string) string { return "`" + OffsetsTable(t) + "`" },
-		}
+		return MySQLQueueAcks{}
 	}
 	return SQLiteOffsets{}
 }
@@ -118,23 +112,6 @@ func (s PostgresSchema) SchemaInitializingQueries(p wsql.SchemaInitializingQueri
 
 // RequiresTransaction reports that the schema is created in a transaction, under the lock.
 func (s PostgresSchema) RequiresTransaction() bool { return true }
-
-// MySQLSchema is watermill-sql's MySQL log schema with room for Herald's ids (event
-// ids up to 128 characters, where watermill-sql expects 36-character UUIDs).
-type MySQLSchema struct {
-	wsql.DefaultMySQLSchema
-}
-
-// SchemaInitializingQueries creates the topic table.
-func (s MySQLSchema) SchemaInitializingQueries(p wsql.SchemaInitializingQueriesParams) ([]wsql.Query, error) {
-	return []wsql.Query{{Query: "CREATE TABLE IF NOT EXISTS " + s.MessagesTable(p.Topic) + ` (
-		` + "`offset`" + ` BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
-		` + "`uuid`" + ` VARCHAR(255) NOT NULL,
-		` + "`created_at`" + ` TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
-		` + "`payload` " + s.PayloadColumnType(p.Topic) + ` DEFAULT NULL,
-		` + "`metadata`" + ` JSON DEFAULT NULL
-	) CHARACTER SET utf8mb4`}}, nil
-}
 
 // NewPublisher returns a publisher that writes topics in their own statements.
 func (db *DB) NewPublisher(logger watermill.LoggerAdapter) (message.Publisher, error) {

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/alecthomas/kong"
 	"github.com/mattn/go-isatty"
@@ -76,11 +77,12 @@ func (c *migrateCmd) Run() error {
 
 type demoCmd struct {
 	config.Config `embed:""`
-	Events        int  `help:"Transactions the simulated core commits." default:"500"`
-	Customers     int  `help:"Demo customers." default:"50"`
-	Writers       int  `help:"Concurrent core writers." default:"4"`
-	JSON          bool `name:"json" help:"Print exactly one JSON object on stdout."`
-	Verbose       bool `help:"Log every send (otherwise only warnings)."`
+	Events        int           `help:"Transactions the simulated core commits." default:"500"`
+	Customers     int           `help:"Demo customers." default:"50"`
+	Writers       int           `help:"Concurrent core writers." default:"4"`
+	Timeout       time.Duration `help:"Give up when not every delivery has ended by then." default:"10m"`
+	JSON          bool          `name:"json" help:"Print exactly one JSON object on stdout."`
+	Verbose       bool          `help:"Log every send (otherwise only warnings)."`
 }
 
 func (c *demoCmd) Run() error {
@@ -97,7 +99,7 @@ func (c *demoCmd) Run() error {
 	}
 	defer svc.Close() //nolint:errcheck // the summary is already computed
 
-	cfg := demo.Config{Events: c.Events, Customers: c.Customers, Writers: c.Writers}
+	cfg := demo.Config{Events: c.Events, Customers: c.Customers, Writers: c.Writers, Timeout: c.Timeout}
 	var bar *progressbar.ProgressBar
 	if isatty.IsTerminal(os.Stderr.Fd()) {
 		bar = progressbar.NewOptions(c.Events, progressbar.OptionSetWriter(os.Stderr),

@@ -5,10 +5,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/heraldhq/herald/internal/testdb"
 )
 
 // TestConfigPrecedence: flags over HERALD_* env over the YAML file over defaults.
@@ -65,14 +68,29 @@ func TestConfigFileUnknownKey(t *testing.T) {
 	}
 }
 
-// TestDemoBinary builds herald and runs the demo as a user would.
+// TestDemoBinary builds herald and runs the demo as a user would, on every backend,
+// with 4 concurrent core writers: every committed event must reach every channel.
 func TestDemoBinary(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "herald")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "demo", "--events", "300", "--json", "--db", "sqlite://"+filepath.Join(dir, "demo.db"))
+	for _, b := range []struct {
+		name   string
+		url    func(t *testing.T) string
+		events int
+	}{
+		{"sqlite", func(*testing.T) string { return "sqlite://" + filepath.Join(dir, "demo.db") }, 300},
+		{"postgres", func(t *testing.T) string { return testdb.Postgres(t) }, 1000},
+		{"mysql", func(t *testing.T) string { return testdb.MySQL(t) }, 1000},
+	} {
+		t.Run(b.name, func(t *testing.T) { runDemo(t, bin, b.url(t), b.events) })
+	}
+}
+
+func runDemo(t *testing.T, bin, url string, events int) {
+	cmd := exec.Command(bin, "demo", "--events", strconv.Itoa(events), "--json", "--timeout", "2m", "--db", url)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -98,7 +116,7 @@ func TestDemoBinary(t *testing.T) {
 	if err := json.Unmarshal(out, &sum); err != nil || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
 		t.Fatalf("stdout is not one JSON object: %v\n%s", err, out)
 	}
-	if sum.Events != 300 || sum.Deliveries.Total < 600 || sum.Deliveries.ByStatus["sent"] != sum.Deliveries.Total {
+	if sum.Events != events || sum.Deliveries.Total < 2*events || sum.Deliveries.ByStatus["sent"] != sum.Deliveries.Total {
 		t.Fatalf("not every delivery sent: %s", out)
 	}
 	if sum.Duplicates != 0 {
