@@ -127,7 +127,7 @@ func (MySQLQueueAcks) NextOffsetQuery(wsql.NextOffsetQueryParams) (wsql.Query, e
 	return wsql.Query{}, nil
 }
 
-// SchemaInitializingQueries: the acked flag lives in the topic table.
+// SchemaInitializingQueries creates nothing: the acked flag lives in the topic table.
 func (MySQLQueueAcks) SchemaInitializingQueries(wsql.OffsetsSchemaInitializingQueriesParams) ([]wsql.Query, error) {
 	return nil, nil
 }
