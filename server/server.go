@@ -109,6 +109,8 @@ func (s *Server) routes() {
 	v1.Get("/recipients/:id", s.getRecipient)
 	v1.Get("/recipients/:id/inbox", s.getInbox)
 	v1.Get("/poison", s.listPoison)
+	v1.Post("/poison/:id/replay", s.replayPoison)
+	v1.Delete("/poison/:id", s.deletePoison)
 }
 
 func (s *Server) auth(c *fiber.Ctx) error {
@@ -360,4 +362,43 @@ func (s *Server) listPoison(c *fiber.Ctx) error {
 		return err
 	}
 	return c.JSON(fiber.Map{"poison": es, "next_cursor": next})
+}
+
+func poisonID(c *fiber.Ctx) (int64, error) {
+	id, err := strconv.ParseInt(c.Params("id"), 10, 64)
+	if err != nil || id <= 0 {
+		return 0, problem(fiber.StatusBadRequest, "invalid path parameter", notify.FieldError{Field: "id", Reason: "must be a poison entry id"})
+	}
+	return id, nil
+}
+
+func (s *Server) replayPoison(c *fiber.Ctx) error {
+	id, err := poisonID(c)
+	if err != nil {
+		return err
+	}
+	e, err := s.cfg.DB.Poison().Replay(c.UserContext(), id)
+	if errors.Is(err, sqlstore.ErrNotFound) {
+		return problem(fiber.StatusNotFound, fmt.Sprintf("no poisoned message %d", id))
+	}
+	if err != nil {
+		return err
+	}
+	s.log.Info("poisoned message replayed", "id", id, "topic", e.Topic, "uuid", e.MessageUUID)
+	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"replayed": id, "topic": e.Topic, "message_uuid": e.MessageUUID})
+}
+
+func (s *Server) deletePoison(c *fiber.Ctx) error {
+	id, err := poisonID(c)
+	if err != nil {
+		return err
+	}
+	err = s.cfg.DB.Poison().Delete(c.UserContext(), id)
+	if errors.Is(err, sqlstore.ErrNotFound) {
+		return problem(fiber.StatusNotFound, fmt.Sprintf("no poisoned message %d", id))
+	}
+	if err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
 }

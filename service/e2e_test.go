@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -542,4 +543,47 @@ func testLogWriter() io.Writer {
 		return os.Stderr
 	}
 	return io.Discard
+}
+
+// TestPoisonReplay: a valid event poisoned by a failure that has since been fixed is
+// replayed through the API and delivered; deleting removes an entry.
+func TestPoisonReplay(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, svc *service.Service) {
+		ctx := context.Background()
+		putRecipient(t, svc, notify.Recipient{ID: "cust-r", Contacts: notify.Contacts{Phone: "+8613800138000"}})
+		e := posted("evt-replay", "cust-r", "10")
+		payload, _ := json.Marshal(e)
+		// As the poison queue middleware stores it after, say, the directory was down.
+		if err := svc.DB.Poison().Add(ctx, sqlstore.PoisonEntry{MessageUUID: e.ID, Topic: "events", Handler: "fanout",
+			Reason: "looking up recipient: connection refused", Payload: payload,
+			Metadata: map[string]string{"reason_poisoned": "connection refused", "account_id": e.AccountID}}); err != nil {
+			t.Fatal(err)
+		}
+		entries, _, err := svc.DB.Poison().List(ctx, "events", "", 10)
+		if err != nil || len(entries) != 1 {
+			t.Fatalf("poison list: %v %v", entries, err)
+		}
+		id := strconv.FormatInt(entries[0].ID, 10)
+		if code, body := api(t, svc, "POST", "/v1/poison/"+id+"/replay", ""); code != http.StatusAccepted {
+			t.Fatalf("replay: %d %v", code, body)
+		}
+		if got := channelsOf(terminal(t, svc, e.ID)); got != "inapp:sent,sms:sent" {
+			t.Fatalf("replayed event deliveries: %s", got)
+		}
+		if code, _ := api(t, svc, "POST", "/v1/poison/"+id+"/replay", ""); code != http.StatusNotFound {
+			t.Fatalf("second replay: %d, want 404", code)
+		}
+		if err := svc.DB.Poison().Add(ctx, sqlstore.PoisonEntry{MessageUUID: "x", Topic: "events", Reason: "r", Payload: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+		entries, _, _ = svc.DB.Poison().List(ctx, "", "", 10)
+		del := strconv.FormatInt(entries[0].ID, 10)
+		if code, _ := api(t, svc, "DELETE", "/v1/poison/"+del, ""); code != http.StatusNoContent {
+			t.Fatalf("delete: %d", code)
+		}
+		if code, _ := api(t, svc, "DELETE", "/v1/poison/"+del, ""); code != http.StatusNotFound {
+			t.Fatalf("second delete: %d, want 404", code)
+		}
+	})
 }

@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -54,13 +53,9 @@ func (s *Inbox) List(ctx context.Context, recipientID, cursor string, limit int)
 	if limit <= 0 {
 		limit = 50
 	}
-	before := int64(1<<62 - 1)
-	if cursor != "" {
-		n, err := strconv.ParseInt(cursor, 10, 64)
-		if err != nil || n <= 0 {
-			return page, ErrBadCursor
-		}
-		before = n
+	before, err := parseIDCursor(cursor)
+	if err != nil {
+		return page, err
 	}
 	if err := s.db.R.QueryRowContext(ctx, s.db.q(`SELECT COUNT(*) FROM herald_inbox WHERE recipient_id = ? AND read_at IS NULL`),
 		recipientID).Scan(&page.Unread); err != nil {
@@ -93,80 +88,15 @@ func (s *Inbox) List(ctx context.Context, recipientID, cursor string, limit int)
 	return page, rows.Err()
 }
 
-// Poison is the poison queue: messages that could not be processed, with the reason.
-type Poison struct{ db *DB }
-
-// Poison returns the poison queue store.
-func (db *DB) Poison() *Poison { return &Poison{db: db} }
-
-// PoisonEntry is one poisoned message.
-type PoisonEntry struct {
-	ID          int64             `json:"id"`
-	MessageUUID string            `json:"message_uuid"`
-	Topic       string            `json:"topic"`
-	Handler     string            `json:"handler"`
-	Reason      string            `json:"reason"`
-	Payload     json.RawMessage   `json:"payload"`
-	Metadata    map[string]string `json:"metadata"`
-	CreatedAt   time.Time         `json:"created_at"`
-}
-
-// Add stores a poisoned message.
-func (s *Poison) Add(ctx context.Context, e PoisonEntry) error {
-	md, err := json.Marshal(e.Metadata)
-	if err != nil {
-		return err
+// parseIDCursor reads a cursor that is the id of the last row of the previous page
+// (pages go newest first); "" starts at the newest.
+func parseIDCursor(cursor string) (int64, error) {
+	if cursor == "" {
+		return 1<<62 - 1, nil
 	}
-	_, err = s.db.W.ExecContext(ctx, s.db.q(`INSERT INTO herald_poison (message_uuid, topic, handler, reason, payload, metadata, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`), e.MessageUUID, e.Topic, e.Handler, truncate(e.Reason), []byte(e.Payload), string(md), now())
-	if err != nil {
-		return fmt.Errorf("storing poisoned message: %w", err)
+	n, err := strconv.ParseInt(cursor, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, ErrBadCursor
 	}
-	return nil
-}
-
-// List returns poisoned messages newest first, optionally of one topic, older than
-// the cursor (an entry id).
-func (s *Poison) List(ctx context.Context, topic, cursor string, limit int) ([]PoisonEntry, string, error) {
-	if limit <= 0 {
-		limit = 50
-	}
-	before := int64(1<<62 - 1)
-	if cursor != "" {
-		n, err := strconv.ParseInt(cursor, 10, 64)
-		if err != nil || n <= 0 {
-			return nil, "", ErrBadCursor
-		}
-		before = n
-	}
-	rows, err := s.db.R.QueryContext(ctx, s.db.q(`SELECT id, message_uuid, topic, handler, reason, payload, metadata, created_at
-		FROM herald_poison WHERE id < ? AND (? = '' OR topic = ?) ORDER BY id DESC LIMIT ?`), before, topic, topic, limit+1)
-	if err != nil {
-		return nil, "", fmt.Errorf("listing poison queue: %w", err)
-	}
-	defer rows.Close()
-	out := []PoisonEntry{}
-	for rows.Next() {
-		var e PoisonEntry
-		var payload []byte
-		var md string
-		var created int64
-		if err := rows.Scan(&e.ID, &e.MessageUUID, &e.Topic, &e.Handler, &e.Reason, &payload, &md, &created); err != nil {
-			return nil, "", err
-		}
-		if json.Valid(payload) {
-			e.Payload = payload
-		} else {
-			e.Payload, _ = json.Marshal(string(payload))
-		}
-		_ = json.Unmarshal([]byte(md), &e.Metadata)
-		e.CreatedAt = fromMicros(created)
-		out = append(out, e)
-	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		next = strconv.FormatInt(out[limit-1].ID, 10)
-	}
-	return out, next, rows.Err()
+	return n, nil
 }

@@ -35,6 +35,7 @@ type cli struct {
 	Serve   serveCmd        `cmd:"" help:"Run the API and the pipeline (with no configuration: the embedded SQLite default)."`
 	Migrate migrateCmd      `cmd:"" help:"Create or update every table Herald uses (idempotent)."`
 	Demo    demoCmd         `cmd:"" help:"Simulate a banking core, deliver everything through sandbox providers, print a summary."`
+	Poison  poisonCmd       `cmd:"" help:"List, replay or delete poisoned messages."`
 	Version versionCmd      `cmd:"" help:"Print the version."`
 }
 
@@ -59,20 +60,12 @@ type migrateCmd struct {
 }
 
 func (c *migrateCmd) Run() error {
-	if err := c.Validate(); err != nil {
-		return fmt.Errorf("invalid configuration:\n%w", err)
-	}
-	ctx := context.Background()
-	db, err := sqlstore.Open(ctx, c.DB)
+	db, err := openDB(c.Config)
 	if err != nil {
 		return err
 	}
-	defer db.Close() //nolint:errcheck // read-only use after migrate
-	if err := db.Migrate(ctx, c.Channels); err != nil {
-		return err
-	}
 	fmt.Fprintf(os.Stderr, "migrated %s\n", db.Location)
-	return nil
+	return db.Close()
 }
 
 type demoCmd struct {
@@ -125,6 +118,102 @@ func (c *demoCmd) Run() error {
 	fmt.Printf("  latency (ms): p50 %.1f  p95 %.1f  p99 %.1f  max %.1f (outbox commit -> provider accepted)\n",
 		sum.LatencyMs.P50, sum.LatencyMs.P95, sum.LatencyMs.P99, sum.LatencyMs.Max)
 	return nil
+}
+
+type poisonCmd struct {
+	List   poisonListCmd   `cmd:"" help:"List poisoned messages, newest first."`
+	Replay poisonReplayCmd `cmd:"" help:"Put poisoned messages back on their topics (herald serve handles them again)."`
+	Delete poisonDeleteCmd `cmd:"" help:"Delete poisoned messages for good."`
+}
+
+func openDB(c config.Config) (*sqlstore.DB, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	db, err := sqlstore.OpenWith(context.Background(), c.DB, sqlstore.Options{MaxConns: c.DBMaxConns})
+	if err != nil {
+		return nil, err
+	}
+	if err := db.Migrate(context.Background(), c.Channels); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+type poisonListCmd struct {
+	config.Config `embed:""`
+	Topic         string `help:"Only this topic (events, deliveries.sms, ...)."`
+	Limit         int    `help:"How many." default:"50"`
+	Cursor        string `help:"Continue after this entry id (next_cursor of the previous page)."`
+	JSON          bool   `name:"json" help:"Print one JSON object."`
+}
+
+func (c *poisonListCmd) Run() error {
+	db, err := openDB(c.Config)
+	if err != nil {
+		return err
+	}
+	defer db.Close() //nolint:errcheck // read only
+	es, next, err := db.Poison().List(context.Background(), c.Topic, c.Cursor, c.Limit)
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		return json.NewEncoder(os.Stdout).Encode(map[string]any{"poison": es, "next_cursor": next})
+	}
+	for _, e := range es {
+		fmt.Printf("%d\t%s\t%s\t%s\t%s\t%s\n", e.ID, e.CreatedAt.Format(time.RFC3339), e.Topic, e.Handler, e.MessageUUID, e.Reason)
+	}
+	if next != "" {
+		fmt.Fprintf(os.Stderr, "more: --cursor %s\n", next)
+	}
+	return nil
+}
+
+type poisonReplayCmd struct {
+	config.Config `embed:""`
+	IDs           []int64 `arg:"" name:"id" help:"Poison entry ids."`
+}
+
+func (c *poisonReplayCmd) Run() error {
+	db, err := openDB(c.Config)
+	if err != nil {
+		return err
+	}
+	defer db.Close() //nolint:errcheck // each replay is committed
+	var errs []error
+	for _, id := range c.IDs {
+		e, err := db.Poison().Replay(context.Background(), id)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("replaying %d: %w", id, err))
+			continue
+		}
+		fmt.Printf("replayed %d to %s (%s)\n", id, e.Topic, e.MessageUUID)
+	}
+	return errors.Join(errs...)
+}
+
+type poisonDeleteCmd struct {
+	config.Config `embed:""`
+	IDs           []int64 `arg:"" name:"id" help:"Poison entry ids."`
+}
+
+func (c *poisonDeleteCmd) Run() error {
+	db, err := openDB(c.Config)
+	if err != nil {
+		return err
+	}
+	defer db.Close() //nolint:errcheck // each delete is committed
+	var errs []error
+	for _, id := range c.IDs {
+		if err := db.Poison().Delete(context.Background(), id); err != nil {
+			errs = append(errs, fmt.Errorf("deleting %d: %w", id, err))
+			continue
+		}
+		fmt.Printf("deleted %d\n", id)
+	}
+	return errors.Join(errs...)
 }
 
 type versionCmd struct{}

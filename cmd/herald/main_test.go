@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/heraldhq/herald/adapters/sqlstore"
 	"github.com/heraldhq/herald/internal/testdb"
 )
 
@@ -147,5 +149,45 @@ func TestInvalidConfigIsRefusedClearly(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("error output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestPoisonCommands(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "herald")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	url := "sqlite://" + filepath.Join(dir, "p.db")
+	run := func(args ...string) (string, error) {
+		out, err := exec.Command(bin, append(args, "--db", url)...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run("migrate"); err != nil {
+		t.Fatalf("migrate: %v %s", err, out)
+	}
+	db, err := sqlstore.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Poison().Add(context.Background(), sqlstore.PoisonEntry{MessageUUID: "evt-9", Topic: "events", Handler: "fanout",
+		Reason: "decoding event: unexpected end of JSON input", Payload: []byte(`{"event_id":`)})
+	_ = db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := run("poison", "list")
+	if err != nil || !strings.Contains(out, "evt-9") || !strings.Contains(out, "unexpected end of JSON input") {
+		t.Fatalf("poison list: %v\n%s", err, out)
+	}
+	id := strings.Fields(out)[0]
+	if out, err := run("poison", "replay", id); err != nil || !strings.Contains(out, "replayed "+id+" to events") {
+		t.Fatalf("poison replay: %v\n%s", err, out)
+	}
+	if out, err := run("poison", "replay", id); err == nil || !strings.Contains(out, "replaying "+id+": not found") {
+		t.Fatalf("replaying twice must fail clearly: %v\n%s", err, out)
+	}
+	if out, _ := run("poison", "list"); strings.Contains(out, "evt-9") {
+		t.Fatalf("replayed entry still listed:\n%s", out)
 	}
 }
