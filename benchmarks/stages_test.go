@@ -57,7 +57,7 @@ func openService(b *testing.B) *service.Service {
 	cfg := config.Config{
 		DB: "sqlite://" + filepath.Join(b.TempDir(), "bench.db"), Addr: "127.0.0.1:0",
 		Channels: []string{"sms", "email", "inapp"}, DefaultLocale: "zh-CN", DefaultTimeZone: "Asia/Shanghai",
-		PollInterval: 5 * time.Millisecond, BatchSize: 100, MaxRetries: 2, BodyLimit: 1 << 20,
+		OTPTTL: 5 * time.Minute, PollInterval: 5 * time.Millisecond, BatchSize: 100, MaxRetries: 2, BodyLimit: 1 << 20,
 	}
 	svc, err := service.Open(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

@@ -26,6 +26,8 @@ type Config struct {
 	DefaultLocale   string `name:"default-locale" env:"HERALD_DEFAULT_LOCALE" default:"zh-CN" help:"Locale when neither event nor recipient has one (zh-CN, en)."`
 	DefaultTimeZone string `name:"default-time-zone" env:"HERALD_DEFAULT_TIME_ZONE" default:"Asia/Shanghai" help:"Time zone when the recipient has none."`
 
+	OTPTTL time.Duration `name:"otp-ttl" env:"HERALD_OTP_TTL" default:"5m" help:"One-time passwords not sent within this time after the event expire (status expired)."`
+
 	PollInterval time.Duration `name:"poll-interval" env:"HERALD_POLL_INTERVAL" default:"10ms" help:"How long an idle SQL subscriber waits before polling again."`
 	BatchSize    int           `name:"batch-size" env:"HERALD_BATCH_SIZE" default:"100" help:"Rows one SQL subscriber query reads."`
 	MaxRetries   int           `name:"max-retries" env:"HERALD_MAX_RETRIES" default:"5" help:"In-process retries of a transient failure before the message is poisoned."`
@@ -85,6 +87,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := time.LoadLocation(c.DefaultTimeZone); err != nil {
 		bad("default-time-zone", "HERALD_DEFAULT_TIME_ZONE", err.Error())
+	}
+	if c.OTPTTL < time.Second || c.OTPTTL > time.Hour {
+		bad("otp-ttl", "HERALD_OTP_TTL", "must be between 1s and 1h")
 	}
 	if c.PollInterval <= 0 || c.PollInterval > time.Minute {
 		bad("poll-interval", "HERALD_POLL_INTERVAL", "must be between 1ns and 1m")

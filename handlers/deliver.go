@@ -75,6 +75,11 @@ func (d *Deliver) Handle(msg *message.Message) error {
 		return notify.Poison(fmt.Errorf("%s message without delivery_id or address", d.cfg.Channel))
 	}
 	ctx := msg.Context()
+	if m.ExpiresAt != nil && time.Now().After(*m.ExpiresAt) {
+		d.count(notify.StatusExpired)
+		return d.cfg.Store.MarkEnded(ctx, m.DeliveryID, notify.StatusExpired,
+			fmt.Sprintf("not sent: expired at %s", m.ExpiresAt.UTC().Format(time.RFC3339)))
+	}
 	st, attempts, ok, err := d.cfg.Store.Start(ctx, m.DeliveryID)
 	if err != nil {
 		return err

@@ -118,3 +118,23 @@ func TestDeliverUndecodableIsPoison(t *testing.T) {
 		t.Fatalf("undecodable message: %v, want poison", err)
 	}
 }
+
+func TestDeliverExpiredOTPIsNotSent(t *testing.T) {
+	t.Parallel()
+	db, msg, id := setup(t)
+	var m notify.Message
+	if err := json.Unmarshal(msg.Payload, &m); err != nil {
+		t.Fatal(err)
+	}
+	past := time.Now().Add(-time.Second)
+	m.ExpiresAt = &past
+	b, _ := json.Marshal(m)
+	p := &scripted{}
+	if err := newDeliver(t, db, p).Handle(message.NewMessage(id, b)); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := db.Deliveries().Get(context.Background(), id)
+	if got.Status != notify.StatusExpired || p.calls != 0 {
+		t.Fatalf("expired OTP: status %s, provider calls %d", got.Status, p.calls)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/VictoriaMetrics/metrics"
@@ -37,6 +38,9 @@ type FanOutConfig struct {
 	Channels []notify.Channel
 	// Metrics receives the handler's metrics. Required.
 	Metrics *metrics.Set
+	// OTPTTL: one-time-password messages not sent this long after the event expire.
+	// Default 5 minutes.
+	OTPTTL time.Duration
 }
 
 // Validate checks the config.
@@ -59,6 +63,9 @@ type FanOut struct {
 
 // NewFanOut returns the fan-out handler.
 func NewFanOut(cfg FanOutConfig, logger *slog.Logger) (*FanOut, error) {
+	if cfg.OTPTTL == 0 {
+		cfg.OTPTTL = 5 * time.Minute
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -115,6 +122,11 @@ func (f *FanOut) Handle(msg *message.Message) error {
 	}
 
 	lane := e.Lane()
+	var expires *time.Time
+	if e.TemplateName() == notify.TypeOTPRequested {
+		t := e.OccurredAt.Add(f.cfg.OTPTTL)
+		expires = &t
+	}
 	rendered := map[notify.Channel]notify.Content{}
 	ds := make([]notify.Delivery, 0, len(kept))
 	msgs := map[string][]*message.Message{}
@@ -129,7 +141,7 @@ func (f *FanOut) Handle(msg *message.Message) error {
 		m := notify.Message{
 			DeliveryID: notify.DeliveryID(e.ID, t.Channel, t.Address), EventID: e.ID, EventType: e.Type,
 			Channel: t.Channel, Lane: lane, RecipientID: r.ID, Address: notify.Address(t.Address),
-			Locale: locale, Content: content, OccurredAt: e.OccurredAt,
+			Locale: locale, Content: content, OccurredAt: e.OccurredAt, ExpiresAt: expires,
 		}
 		payload, err := json.Marshal(m)
 		if err != nil {

@@ -56,6 +56,9 @@ type Message struct {
 	Locale      string    `json:"locale"`
 	Content     Content   `json:"content"`
 	OccurredAt  time.Time `json:"occurred_at"`
+	// ExpiresAt: a message still unsent then is not sent at all (status expired).
+	// Set for one-time passwords, where stale is worse than late.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 }
 
 // LogValue keeps the address masked in every log line.

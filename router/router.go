@@ -54,6 +54,8 @@ type Config struct {
 	Renderer  *templates.Renderer
 	Metrics   *metrics.Set
 	Retry     RetryConfig
+	// OTPTTL is the validity of one-time passwords (see handlers.FanOutConfig).
+	OTPTTL time.Duration
 }
 
 // Validate checks the config.
@@ -127,7 +129,7 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 
 	fan, err := handlers.NewFanOut(handlers.FanOutConfig{
 		Directory: cfg.DB.Recipients(), Store: cfg.DB, Renderer: cfg.Renderer,
-		Channels: channels, Metrics: cfg.Metrics,
+		Channels: channels, Metrics: cfg.Metrics, OTPTTL: cfg.OTPTTL,
 	}, logger)
 	if err != nil {
 		return nil, err

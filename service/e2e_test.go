@@ -55,7 +55,7 @@ func testConfig(url string) config.Config {
 		APIKeys:  []string{apiKey},
 		Channels: []string{"sms", "email", "inapp", "wechat", "push", "webhook"},
 		Bank:     "Test Bank", DefaultLocale: "zh-CN", DefaultTimeZone: "Asia/Shanghai",
-		PollInterval: 5 * time.Millisecond, BatchSize: 100, MaxRetries: 2,
+		OTPTTL: 5 * time.Minute, PollInterval: 5 * time.Millisecond, BatchSize: 100, MaxRetries: 2,
 		BodyLimit: 64 << 10, LogFormat: "text", LogLevel: "info",
 	}
 }
@@ -586,4 +586,28 @@ func TestPoisonReplay(t *testing.T) {
 			t.Fatalf("second delete: %d, want 404", code)
 		}
 	})
+}
+
+// TestStaleOTPExpires: an OTP event older than its TTL ends expired, unsent; a fresh
+// one is sent.
+func TestStaleOTPExpires(t *testing.T) {
+	t.Parallel()
+	svc := start(t)
+	putRecipient(t, svc, notify.Recipient{ID: "cust-o", Contacts: notify.Contacts{Phone: "+8613800138000"}})
+	otp := func(id string, age time.Duration) notify.Event {
+		e := notify.Event{ID: id, Type: notify.TypeOTPRequested, OccurredAt: time.Now().Add(-age).UTC(), CustomerID: "cust-o",
+			Extra: map[string]any{"code": "123456"}}
+		return e
+	}
+	commit(t, svc, false, otp("otp-stale", 6*time.Minute), otp("otp-fresh", 0))
+	if got := channelsOf(terminal(t, svc, "otp-stale")); got != "sms:expired" {
+		t.Fatalf("stale otp: %s", got)
+	}
+	if got := channelsOf(terminal(t, svc, "otp-fresh")); got != "sms:sent" {
+		t.Fatalf("fresh otp: %s", got)
+	}
+	n, err := svc.DB.SandboxSends().Count(context.Background(), notify.DeliveryID("otp-stale", notify.ChannelSMS, "+8613800138000"))
+	if err != nil || n != 0 {
+		t.Fatalf("stale otp reached the provider %d times (%v)", n, err)
+	}
 }

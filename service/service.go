@@ -65,7 +65,8 @@ func (s *Service) assemble(ctx context.Context) error {
 	if err := s.DB.Migrate(ctx, names); err != nil {
 		return err
 	}
-	renderer, err := templates.New(templates.Config{Bank: cfg.Bank, DefaultLocale: cfg.DefaultLocale, DefaultTimeZone: cfg.DefaultTimeZone})
+	renderer, err := templates.New(templates.Config{Bank: cfg.Bank, DefaultLocale: cfg.DefaultLocale,
+		DefaultTimeZone: cfg.DefaultTimeZone, OTPTTL: cfg.OTPTTL})
 	if err != nil {
 		return err
 	}
@@ -93,6 +94,7 @@ func (s *Service) assemble(ctx context.Context) error {
 		DB: s.DB, Providers: providers, Renderer: renderer, Metrics: s.Metrics,
 		Transport: sqlstore.TransportConfig{PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize},
 		Retry:     router.RetryConfig{MaxRetries: retries},
+		OTPTTL:    cfg.OTPTTL,
 	}, s.log)
 	if err != nil {
 		return err
