@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/heraldhq/herald/adapters/kafka"
 	"github.com/heraldhq/herald/adapters/sqlstore"
 	"github.com/heraldhq/herald/notify"
 )
@@ -21,6 +22,12 @@ type Config struct {
 	Addr       string   `name:"addr" env:"HERALD_HTTP_ADDR" default:"127.0.0.1:8080" help:"HTTP listen address."`
 	APIKeys    []string `name:"api-keys" env:"HERALD_API_KEYS" sep:"," help:"API keys accepted as 'Authorization: Bearer <key>' (comma-separated). Required unless listening on loopback."`
 	Channels   []string `name:"channels" env:"HERALD_CHANNELS" sep:"," default:"sms,email,inapp,wechat,push,webhook" help:"Channels to deliver."`
+
+	KafkaBrokers           []string `name:"kafka-brokers" env:"HERALD_KAFKA_BROKERS" sep:"," help:"Kafka brokers (host:port, comma-separated); turns on Kafka mode."`
+	KafkaTopicPrefix       string   `name:"kafka-topic-prefix" env:"HERALD_KAFKA_TOPIC_PREFIX" default:"herald." help:"Prefix of Herald's Kafka topics."`
+	KafkaConsumerGroup     string   `name:"kafka-consumer-group" env:"HERALD_KAFKA_CONSUMER_GROUP" default:"herald" help:"Kafka consumer group of Herald's instances."`
+	KafkaPartitions        int32    `name:"kafka-partitions" env:"HERALD_KAFKA_PARTITIONS" default:"4" help:"Partitions of the Kafka topics Herald creates."`
+	KafkaReplicationFactor int16    `name:"kafka-replication-factor" env:"HERALD_KAFKA_REPLICATION_FACTOR" default:"1" help:"Replication factor of the Kafka topics Herald creates (3 in production)."`
 
 	Bank            string `name:"bank-name" env:"HERALD_BANK_NAME" default:"Herald Bank" help:"Sender name shown in messages."`
 	DefaultLocale   string `name:"default-locale" env:"HERALD_DEFAULT_LOCALE" default:"zh-CN" help:"Locale when neither event nor recipient has one (zh-CN, en)."`
@@ -37,6 +44,12 @@ type Config struct {
 
 	LogFormat string `name:"log-format" env:"HERALD_LOG_FORMAT" enum:"auto,text,json" default:"auto" help:"Log format: auto (text on a terminal, JSON otherwise), text or json."`
 	LogLevel  string `name:"log-level" env:"HERALD_LOG_LEVEL" enum:"debug,info,warn,error" default:"info" help:"Log level."`
+}
+
+// Kafka returns the Kafka transport config (no brokers: SQL mode).
+func (c Config) Kafka() kafka.Config {
+	return kafka.Config{Brokers: c.KafkaBrokers, TopicPrefix: c.KafkaTopicPrefix, ConsumerGroup: c.KafkaConsumerGroup,
+		Partitions: c.KafkaPartitions, ReplicationFactor: c.KafkaReplicationFactor}
 }
 
 // NotifyChannels returns the configured channels.
@@ -73,6 +86,11 @@ func (c Config) Validate() error {
 	}
 	if len(c.APIKeys) == 0 && err == nil && !loopback(host) {
 		bad("api-keys", "HERALD_API_KEYS", fmt.Sprintf("API keys are required when listening on %s (not loopback)", c.Addr))
+	}
+	if len(c.KafkaBrokers) > 0 {
+		if err := c.Kafka().WithDefaults().Validate(); err != nil {
+			bad("kafka-brokers", "HERALD_KAFKA_BROKERS", err.Error())
+		}
 	}
 	if len(c.Channels) == 0 {
 		bad("channels", "HERALD_CHANNELS", "at least one channel is required")

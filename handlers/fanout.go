@@ -151,6 +151,9 @@ func (f *FanOut) Handle(msg *message.Message) error {
 		wm.Metadata.Set("delivery_id", m.DeliveryID)
 		wm.Metadata.Set("event_id", e.ID)
 		wm.Metadata.Set("channel", string(t.Channel))
+		if r.ID != "" {
+			wm.Metadata.Set("recipient_id", r.ID)
+		}
 		topic := sqlstore.DeliveryTopic(string(t.Channel))
 		msgs[topic] = append(msgs[topic], wm)
 		ds = append(ds, notify.Delivery{ID: m.DeliveryID, EventID: e.ID, EventType: e.Type, Channel: t.Channel,

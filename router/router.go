@@ -15,6 +15,7 @@ import (
 	wmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/heraldhq/herald/adapters/kafka"
 	"github.com/heraldhq/herald/adapters/sqlstore"
 	"github.com/heraldhq/herald/handlers"
 	heraldmw "github.com/heraldhq/herald/middleware"
@@ -56,6 +57,9 @@ type Config struct {
 	Retry     RetryConfig
 	// OTPTTL is the validity of one-time passwords (see handlers.FanOutConfig).
 	OTPTTL time.Duration
+	// Kafka, when it has brokers, carries events and deliveries between stages and
+	// instances; a relay moves outbox rows to it. Otherwise SQL topics do.
+	Kafka kafka.Config
 }
 
 // Validate checks the config.
@@ -72,12 +76,17 @@ func (c Config) Validate() error {
 // Router runs Herald's handlers.
 type Router struct {
 	*message.Router
-	sub interface{ Close() error }
+	closers []interface{ Close() error }
 }
 
-// New assembles the router:
+// New assembles the router. SQL mode:
 //
 //	events (outbox) --fanout--> deliveries.<channel> --deliver.<channel>--> provider
+//
+// Kafka mode (cfg.Kafka has brokers):
+//
+//	events (outbox, SQL) --relay--> herald.events (Kafka, key account_id) --fanout-->
+//	herald.deliveries.<channel> (Kafka) --deliver.<channel>--> provider
 //
 // Every handler runs behind: CorrelationID -> PoisonQueue (persisted with reason) ->
 // Retry (transient errors only, backoff + jitter) -> Recoverer (a panic is an error) ->
@@ -92,9 +101,32 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 	if err != nil {
 		return nil, err
 	}
-	sub, err := cfg.DB.NewSubscriber(cfg.Transport, wlog)
+	sqlSub, err := cfg.DB.NewSubscriber(cfg.Transport, wlog)
 	if err != nil {
 		return nil, err
+	}
+	closers := []interface{ Close() error }{sqlSub}
+	var sub message.Subscriber = sqlSub
+	var fanStore handlers.FanOutStore = cfg.DB
+	topic := func(name string) string { return name }
+	if len(cfg.Kafka.Brokers) > 0 {
+		kcfg := cfg.Kafka.WithDefaults()
+		kpub, err := kafka.NewPublisher(kcfg, wlog)
+		if err != nil {
+			return nil, err
+		}
+		ksub, err := kafka.NewSubscriber(kcfg, wlog)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, ksub, kpub)
+		sub, topic = ksub, kcfg.Topic
+		fanStore = kafkaFanOut{db: cfg.DB, pub: kpub, topic: kcfg.Topic}
+		// The relay: outbox rows to Kafka, keyed by account. The SQL offset is acked only
+		// after Kafka has the message, so a restart never loses a row (it may resend one,
+		// which the delivery store absorbs).
+		r.AddHandler("relay", sqlstore.EventsTopic, sqlSub, kcfg.Topic(sqlstore.EventsTopic), kpub,
+			func(msg *message.Message) ([]*message.Message, error) { return []*message.Message{msg}, nil })
 	}
 	deliveries := cfg.DB.Deliveries()
 
@@ -128,13 +160,13 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 	sort.Slice(channels, func(i, j int) bool { return channels[i] < channels[j] })
 
 	fan, err := handlers.NewFanOut(handlers.FanOutConfig{
-		Directory: cfg.DB.Recipients(), Store: cfg.DB, Renderer: cfg.Renderer,
+		Directory: cfg.DB.Recipients(), Store: fanStore, Renderer: cfg.Renderer,
 		Channels: channels, Metrics: cfg.Metrics, OTPTTL: cfg.OTPTTL,
 	}, logger)
 	if err != nil {
 		return nil, err
 	}
-	r.AddConsumerHandler("fanout", sqlstore.EventsTopic, sub, fan.Handle)
+	r.AddConsumerHandler("fanout", topic(sqlstore.EventsTopic), sub, fan.Handle)
 
 	for _, ch := range channels {
 		d, err := handlers.NewDeliver(handlers.DeliverConfig{
@@ -143,7 +175,7 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 		if err != nil {
 			return nil, err
 		}
-		r.AddConsumerHandler("deliver."+string(ch), sqlstore.DeliveryTopic(string(ch)), sub, d.Handle)
+		r.AddConsumerHandler("deliver."+string(ch), topic(sqlstore.DeliveryTopic(string(ch))), sub, d.Handle)
 	}
 
 	group := cfg.Transport.ConsumerGroup
@@ -159,14 +191,37 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 		}
 		return lag.Seconds()
 	})
-	return &Router{Router: r, sub: sub}, nil
+	return &Router{Router: r, closers: closers}, nil
 }
 
-// Close stops the handlers and the subscriber.
+// kafkaFanOut records a fan-out in SQL, then publishes its messages to Kafka. Not one
+// transaction: a crash in between redelivers the event, whose fan-out then changes
+// nothing recorded and publishes again (the delivery handlers absorb the repeat).
+type kafkaFanOut struct {
+	db    *sqlstore.DB
+	pub   message.Publisher
+	topic func(string) string
+}
+
+func (k kafkaFanOut) CommitFanOut(ctx context.Context, n sqlstore.Notification, ds []notify.Delivery, msgs map[string][]*message.Message) error {
+	if err := k.db.CommitFanOut(ctx, n, ds, nil); err != nil {
+		return err
+	}
+	for t, ms := range msgs {
+		if err := k.pub.Publish(k.topic(t), ms...); err != nil {
+			return fmt.Errorf("publishing to %s: %w", k.topic(t), err)
+		}
+	}
+	return nil
+}
+
+// Close stops the handlers, the subscribers and the publishers.
 func (r *Router) Close() error {
 	err := r.Router.Close()
-	if serr := r.sub.Close(); serr != nil {
-		err = errors.Join(err, fmt.Errorf("closing subscriber: %w", serr))
+	for _, c := range r.closers {
+		if cerr := c.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("closing transport: %w", cerr))
+		}
 	}
 	return err
 }

@@ -70,8 +70,14 @@ func start(t *testing.T) *service.Service {
 // duration of the test.
 func startOn(t *testing.T, url string) *service.Service {
 	t.Helper()
+	return startWith(t, testConfig(url))
+}
+
+// startWith opens a Service with cfg and runs its pipeline for the duration of the test.
+func startWith(t *testing.T, cfg config.Config) *service.Service {
+	t.Helper()
 	logger := slog.New(slog.NewTextHandler(testLogWriter(), &slog.HandlerOptions{Level: slog.LevelError}))
-	svc, err := service.Open(context.Background(), testConfig(url), logger)
+	svc, err := service.Open(context.Background(), cfg, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -95,6 +95,7 @@ func (s *Service) assemble(ctx context.Context) error {
 		Transport: sqlstore.TransportConfig{PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize},
 		Retry:     router.RetryConfig{MaxRetries: retries},
 		OTPTTL:    cfg.OTPTTL,
+		Kafka:     cfg.Kafka(),
 	}, s.log)
 	if err != nil {
 		return err
