@@ -126,7 +126,7 @@ func (db *DB) NewTxPublisher(tx wsql.ContextExecutor, logger watermill.LoggerAda
 }
 
 // NewSubscriber returns a subscriber of SQL topics.
-func (db *DB) NewSubscriber(cfg TransportConfig, logger watermill.LoggerAdapter) (*wsql.Subscriber, error) {
+func (db *DB) NewSubscriber(cfg TransportConfig, logger watermill.LoggerAdapter) (*Subscriber, error) {
 	cfg.setDefaults()
 	s, err := wsql.NewSubscriber(db.beginner(), wsql.SubscriberConfig{
 		ConsumerGroup:    cfg.ConsumerGroup,
@@ -141,7 +141,7 @@ func (db *DB) NewSubscriber(cfg TransportConfig, logger watermill.LoggerAdapter)
 	if err != nil {
 		return nil, fmt.Errorf("creating SQL subscriber: %w", err)
 	}
-	return s, nil
+	return newSubscriber(s), nil
 }
 
 // InitTopic creates the tables of a topic.

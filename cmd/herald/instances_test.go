@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shopspring/decimal"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/internal/testdb"
+	"github.com/heraldhq/herald/notify"
+	"github.com/heraldhq/herald/outbox"
+)
+
+// TestTwoInstances runs two `herald serve` processes on one PostgreSQL database (SQL
+// mode) and on one Kafka cluster (Kafka mode), commits events while they run, kills one
+// with SIGKILL mid-run, and checks that the other finishes: every delivery ends sent.
+// Duplicates can only come from the kill (the window between a provider accepting a
+// message and its status being committed); they are counted and reported.
+func TestTwoInstances(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "herald")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	t.Run("postgres", func(t *testing.T) { twoInstances(t, bin, nil) })
+	t.Run("Kafka", func(t *testing.T) {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(4))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		twoInstances(t, bin, c.ListenAddrs())
+	})
+}
+
+func twoInstances(t *testing.T, bin string, brokers []string) {
+	url := testdb.Postgres(t)
+	ctx := context.Background()
+	db, err := sqlstore.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx, []string{"sms", "email", "inapp"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		_, err := db.Recipients().Put(ctx, notify.Recipient{ID: fmt.Sprintf("c%d", i), Contacts: notify.Contacts{
+			Phone: notify.Phone(fmt.Sprintf("+861390013%04d", i)), Email: notify.Email(fmt.Sprintf("c%d@example.com", i))}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := func(name string) *exec.Cmd {
+		args := []string{"serve", "--db", url, "--addr", "127.0.0.1:0", "--channels", "sms,email,inapp",
+			"--log-format", "json", "--log-level", "warn", "--sandbox-latency", "2ms"}
+		for _, b := range brokers {
+			args = append(args, "--kafka-brokers", b)
+		}
+		cmd := exec.Command(bin, args...)
+		log, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stdout, cmd.Stderr = log, log
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	a, b := start("a"), start("b")
+	_ = b
+
+	w, _ := outbox.New(outbox.Config{Dialect: db.Dialect})
+	const events = 600
+	for i := 0; i < events; i += 50 {
+		batch := make([]notify.Event, 50)
+		for j := range batch {
+			amt := decimal.New(int64(100+i+j), -2)
+			batch[j] = notify.Event{ID: fmt.Sprintf("two-%05d", i+j), Type: notify.TypeTransactionPosted,
+				OccurredAt: time.Now().UTC(), AccountID: fmt.Sprintf("6222%012d", (i+j)%20), CustomerID: fmt.Sprintf("c%d", (i+j)%20),
+				Amount: &amt, Currency: "CNY"}
+		}
+		if err := db.InTx(ctx, func(tx *sql.Tx) error { return w.Write(ctx, tx, batch...) }); err != nil {
+			t.Fatal(err)
+		}
+		if i == events/3 {
+			if err := a.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		sum, err := db.Deliveries().Summarize(ctx, "two-", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum.ByStatus[notify.StatusSent] == 3*events {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not finished after instance a was killed: %+v", sum.ByStatus)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	dups, err := db.SandboxSends().Duplicates(ctx, "two-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d deliveries sent by the surviving instance's finish; duplicates from the SIGKILL window: %d", 3*events, dups)
+	if dups > 10 {
+		t.Fatalf("%d duplicates: more than the kill window can explain", dups)
+	}
+}
