@@ -26,11 +26,7 @@ import (
 // Duplicates can only come from the kill (the window between a provider accepting a
 // message and its status being committed); they are counted and reported.
 func TestTwoInstances(t *testing.T) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "herald")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildHerald(t)
 	t.Run("postgres", func(t *testing.T) { twoInstances(t, bin, nil) })
 	t.Run("Kafka", func(t *testing.T) {
 		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(4))

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/alecthomas/kong"
@@ -74,10 +76,7 @@ func TestConfigFileUnknownKey(t *testing.T) {
 // with 4 concurrent core writers: every committed event must reach every channel.
 func TestDemoBinary(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "herald")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildHerald(t)
 	for _, b := range []struct {
 		name   string
 		url    func(t *testing.T) string
@@ -135,11 +134,7 @@ func runDemo(t *testing.T, bin, url string, events int) {
 }
 
 func TestInvalidConfigIsRefusedClearly(t *testing.T) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "herald")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildHerald(t)
 	cmd := exec.Command(bin, "serve", "--db", "oracle://x", "--addr", "0.0.0.0:8080", "--channels", "sms,fax")
 	out, err := cmd.CombinedOutput()
 	if err == nil {
@@ -154,10 +149,7 @@ func TestInvalidConfigIsRefusedClearly(t *testing.T) {
 
 func TestPoisonCommands(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "herald")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildHerald(t)
 	url := "sqlite://" + filepath.Join(dir, "p.db")
 	run := func(args ...string) (string, error) {
 		out, err := exec.Command(bin, append(args, "--db", url)...).CombinedOutput()
@@ -190,4 +182,30 @@ func TestPoisonCommands(t *testing.T) {
 	if out, _ := run("poison", "list"); strings.Contains(out, "evt-9") {
 		t.Fatalf("replayed entry still listed:\n%s", out)
 	}
+}
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// buildHerald builds the herald binary once per test run.
+func buildHerald(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "herald-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "herald")
+		if out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("build: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
 }
