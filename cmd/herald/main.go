@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -31,12 +32,13 @@ import (
 var version = "dev"
 
 type cli struct {
-	Config  kong.ConfigFlag `help:"YAML configuration file (keys are the flag names)." env:"HERALD_CONFIG" type:"existingfile"`
-	Serve   serveCmd        `cmd:"" help:"Run the API and the pipeline (with no configuration: the embedded SQLite default)."`
-	Migrate migrateCmd      `cmd:"" help:"Create or update every table Herald uses (idempotent)."`
-	Demo    demoCmd         `cmd:"" help:"Simulate a banking core, deliver everything through sandbox providers, print a summary."`
-	Poison  poisonCmd       `cmd:"" help:"List, replay or delete poisoned messages."`
-	Version versionCmd      `cmd:"" help:"Print the version."`
+	Config      kong.ConfigFlag `help:"YAML configuration file (keys are the flag names)." env:"HERALD_CONFIG" type:"existingfile"`
+	Serve       serveCmd        `cmd:"" help:"Run the API and the pipeline (with no configuration: the embedded SQLite default)."`
+	Migrate     migrateCmd      `cmd:"" help:"Create or update every table Herald uses (idempotent)."`
+	Demo        demoCmd         `cmd:"" help:"Simulate a banking core, deliver everything through sandbox providers, print a summary."`
+	Poison      poisonCmd       `cmd:"" help:"List, replay or delete poisoned messages."`
+	Healthcheck healthcheckCmd  `cmd:"" help:"Exit 0 when the URL answers 200 (for container health checks)."`
+	Version     versionCmd      `cmd:"" help:"Print the version."`
 }
 
 type serveCmd struct {
@@ -214,6 +216,28 @@ func (c *poisonDeleteCmd) Run() error {
 		fmt.Printf("deleted %d\n", id)
 	}
 	return errors.Join(errs...)
+}
+
+type healthcheckCmd struct {
+	URL string `help:"URL to check." default:"http://127.0.0.1:8080/readyz"`
+}
+
+func (c healthcheckCmd) Run() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL, http.NoBody)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %s", c.URL, resp.Status)
+	}
+	return nil
 }
 
 type versionCmd struct{}
