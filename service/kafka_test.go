@@ -42,6 +42,27 @@ func TestKafkaModeDeliversEverything(t *testing.T) {
 					t.Fatalf("%s: %s", e.ID, got)
 				}
 			}
+			// Per-account order: the events share one account, so they share one Kafka
+			// partition, and the fan-out must have recorded them in commit order.
+			rows, err := svc.DB.R.QueryContext(context.Background(),
+				svc.DB.Rebind(`SELECT id FROM herald_notifications WHERE id LIKE 'kev-%' ORDER BY created_at, id`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var order []string
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					t.Fatal(err)
+				}
+				order = append(order, id)
+			}
+			_ = rows.Close()
+			for i, id := range order {
+				if id != events[i].ID {
+					t.Fatalf("fan-out order broken at %d: %s before %s", i, id, events[i].ID)
+				}
+			}
 			dups, err := svc.DB.SandboxSends().Duplicates(context.Background(), "kev-")
 			if err != nil || dups != 0 {
 				t.Fatalf("duplicates %d, %v", dups, err)

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/alecthomas/kong"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/heraldhq/herald/adapters/sqlstore"
 	"github.com/heraldhq/herald/internal/testdb"
@@ -88,10 +89,20 @@ func TestDemoBinary(t *testing.T) {
 	} {
 		t.Run(b.name, func(t *testing.T) { runDemo(t, bin, b.url(t), b.events) })
 	}
+	// Kafka mode against an in-process cluster speaking the Kafka protocol.
+	t.Run("postgres+Kafka", func(t *testing.T) {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(4))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		runDemo(t, bin, testdb.Postgres(t), 1000, "--kafka-brokers", strings.Join(c.ListenAddrs(), ","))
+	})
 }
 
-func runDemo(t *testing.T, bin, url string, events int) {
-	cmd := exec.Command(bin, "demo", "--events", strconv.Itoa(events), "--json", "--timeout", "2m", "--db", url)
+func runDemo(t *testing.T, bin, url string, events int, extra ...string) {
+	args := append([]string{"demo", "--events", strconv.Itoa(events), "--json", "--timeout", "2m", "--db", url}, extra...)
+	cmd := exec.Command(bin, args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
