@@ -49,6 +49,7 @@ func TestKafkaModeDeliversEverything(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer rows.Close()
 			var order []string
 			for rows.Next() {
 				var id string
@@ -57,7 +58,9 @@ func TestKafkaModeDeliversEverything(t *testing.T) {
 				}
 				order = append(order, id)
 			}
-			_ = rows.Close()
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
 			for i, id := range order {
 				if id != events[i].ID {
 					t.Fatalf("fan-out order broken at %d: %s before %s", i, id, events[i].ID)
