@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"sort"
 	"sync"
@@ -267,9 +268,6 @@ func percentiles(xs []float64) Latency {
 }
 
 func round(x float64, places int) float64 {
-	p := 1.0
-	for i := 0; i < places; i++ {
-		p *= 10
-	}
-	return float64(int64(x*p+0.5)) / p
+	p := math.Pow10(places)
+	return math.Round(x*p) / p
 }

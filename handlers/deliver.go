@@ -40,10 +40,14 @@ type DeliverConfig struct {
 
 // Deliver sends the messages of one channel through its provider.
 type Deliver struct {
-	cfg     DeliverConfig
-	log     *slog.Logger
-	latency *metrics.Histogram
+	cfg      DeliverConfig
+	log      *slog.Logger
+	latency  *metrics.Histogram
+	counters map[notify.Status]*metrics.Counter
 }
+
+// statusRetrying labels transient failures in herald_deliveries_total.
+const statusRetrying notify.Status = "retrying"
 
 // NewDeliver returns a delivery handler.
 func NewDeliver(cfg DeliverConfig, logger *slog.Logger) (*Deliver, error) {
@@ -53,15 +57,18 @@ func NewDeliver(cfg DeliverConfig, logger *slog.Logger) (*Deliver, error) {
 	if cfg.SendTimeout == 0 {
 		cfg.SendTimeout = 30 * time.Second
 	}
-	return &Deliver{
+	d := &Deliver{
 		cfg: cfg, log: logger,
-		latency: cfg.Metrics.GetOrCreateHistogram(fmt.Sprintf(`herald_delivery_latency_seconds{channel=%q}`, cfg.Channel)),
-	}, nil
+		latency:  cfg.Metrics.GetOrCreateHistogram(fmt.Sprintf(`herald_delivery_latency_seconds{channel=%q}`, cfg.Channel)),
+		counters: map[notify.Status]*metrics.Counter{},
+	}
+	for _, st := range []notify.Status{notify.StatusSent, notify.StatusFailed, notify.StatusExpired, statusRetrying} {
+		d.counters[st] = cfg.Metrics.GetOrCreateCounter(fmt.Sprintf(`herald_deliveries_total{channel=%q,status=%q}`, cfg.Channel, st))
+	}
+	return d, nil
 }
 
-func (d *Deliver) count(st notify.Status) {
-	d.cfg.Metrics.GetOrCreateCounter(fmt.Sprintf(`herald_deliveries_total{channel=%q,status=%q}`, d.cfg.Channel, st)).Inc()
-}
+func (d *Deliver) count(st notify.Status) { d.counters[st].Inc() }
 
 // Handle delivers one message. A delivery already terminal is acknowledged without
 // sending again (redelivered messages are absorbed here). A transient failure is
@@ -93,7 +100,7 @@ func (d *Deliver) Handle(msg *message.Message) error {
 	cancel()
 	if err != nil {
 		if notify.ClassOf(err) == notify.ClassTransient {
-			d.count("retrying")
+			d.count(statusRetrying)
 			if serr := d.cfg.Store.MarkRetrying(ctx, m.DeliveryID, err.Error()); serr != nil {
 				return errors.Join(err, serr)
 			}

@@ -46,9 +46,6 @@ func Permanent(err error) error { return &ClassifiedError{Class: ClassPermanent,
 // Poison marks err as caused by input that can never be processed.
 func Poison(err error) error { return &ClassifiedError{Class: ClassPoison, Err: err} }
 
-// Transient marks err as worth retrying (unclassified errors are transient too).
-func Transient(err error) error { return &ClassifiedError{Class: ClassTransient, Err: err} }
-
 // ClassOf returns the class of err; unclassified errors are transient.
 func ClassOf(err error) Class {
 	var ce *ClassifiedError

@@ -56,15 +56,27 @@ func (s *Deliveries) InsertQueued(ctx context.Context, tx Execer, ds []notify.De
 // Start moves a delivery to sending and counts the attempt. It returns the current
 // status and false when the delivery is already terminal (nothing to do).
 func (s *Deliveries) Start(ctx context.Context, id string) (notify.Status, int, bool, error) {
-	res, err := s.db.W.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, attempts = attempts + 1, updated_at = ?
-		WHERE id = ? AND status IN (?, ?)`),
-		string(notify.StatusSending), now(), id, string(notify.StatusQueued), string(notify.StatusSending))
-	if err != nil {
-		return "", 0, false, fmt.Errorf("starting delivery %s: %w", id, err)
-	}
-	started, err := res.RowsAffected()
-	if err != nil {
-		return "", 0, false, fmt.Errorf("starting delivery %s: %w", id, err)
+	const update = `UPDATE herald_deliveries SET status = ?, attempts = attempts + 1, updated_at = ?
+		WHERE id = ? AND status IN (?, ?)`
+	args := []any{string(notify.StatusSending), now(), id, string(notify.StatusQueued), string(notify.StatusSending)}
+	started := int64(0)
+	if s.db.Dialect == MySQL { // no UPDATE ... RETURNING: read the row afterwards
+		res, err := s.db.W.ExecContext(ctx, s.db.q(update), args...)
+		if err != nil {
+			return "", 0, false, fmt.Errorf("starting delivery %s: %w", id, err)
+		}
+		if started, err = res.RowsAffected(); err != nil {
+			return "", 0, false, fmt.Errorf("starting delivery %s: %w", id, err)
+		}
+	} else {
+		var attempts int
+		err := s.db.W.QueryRowContext(ctx, s.db.q(update+` RETURNING attempts`), args...).Scan(&attempts)
+		if err == nil {
+			return notify.StatusSending, attempts, true, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return "", 0, false, fmt.Errorf("starting delivery %s: %w", id, err)
+		}
 	}
 	d, err := s.getFrom(ctx, s.db.W, id)
 	if err != nil {

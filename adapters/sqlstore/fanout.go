@@ -28,7 +28,7 @@ func (db *DB) CommitFanOut(ctx context.Context, n Notification, ds []notify.Deli
 		if len(msgs) == 0 {
 			return nil
 		}
-		pub, err := wsql.NewPublisher(wsql.TxFromStdSQL(tx), wsql.PublisherConfig{SchemaAdapter: db.SchemaAdapter(0)}, nil)
+		pub, err := db.NewTxPublisher(wsql.TxFromStdSQL(tx), nil)
 		if err != nil {
 			return err
 		}

@@ -184,14 +184,22 @@ func (c *poisonReplayCmd) Run() error {
 		return err
 	}
 	defer db.Close() //nolint:errcheck // each replay is committed
-	var errs []error
-	for _, id := range c.IDs {
+	return eachID(c.IDs, "replaying", func(id int64) error {
 		e, err := db.Poison().Replay(context.Background(), id)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("replaying %d: %w", id, err))
-			continue
+		if err == nil {
+			fmt.Printf("replayed %d to %s (%s)\n", id, e.Topic, e.MessageUUID)
 		}
-		fmt.Printf("replayed %d to %s (%s)\n", id, e.Topic, e.MessageUUID)
+		return err
+	})
+}
+
+// eachID runs fn for every id, goes on after a failure and reports every failure.
+func eachID(ids []int64, doing string, fn func(id int64) error) error {
+	var errs []error
+	for _, id := range ids {
+		if err := fn(id); err != nil {
+			errs = append(errs, fmt.Errorf("%s %d: %w", doing, id, err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -207,15 +215,13 @@ func (c *poisonDeleteCmd) Run() error {
 		return err
 	}
 	defer db.Close() //nolint:errcheck // each delete is committed
-	var errs []error
-	for _, id := range c.IDs {
-		if err := db.Poison().Delete(context.Background(), id); err != nil {
-			errs = append(errs, fmt.Errorf("deleting %d: %w", id, err))
-			continue
+	return eachID(c.IDs, "deleting", func(id int64) error {
+		err := db.Poison().Delete(context.Background(), id)
+		if err == nil {
+			fmt.Printf("deleted %d\n", id)
 		}
-		fmt.Printf("deleted %d\n", id)
-	}
-	return errors.Join(errs...)
+		return err
+	})
 }
 
 type healthcheckCmd struct {
