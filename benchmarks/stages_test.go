@@ -54,11 +54,12 @@ func BenchmarkRender(b *testing.B) {
 
 func openService(b *testing.B) *service.Service {
 	b.Helper()
-	cfg := config.Config{
-		DB: "sqlite://" + filepath.Join(b.TempDir(), "bench.db"), Addr: "127.0.0.1:0",
-		Channels: []string{"sms", "email", "inapp"}, DefaultLocale: "zh-CN", DefaultTimeZone: "Asia/Shanghai",
-		OTPTTL: 5 * time.Minute, PollInterval: 5 * time.Millisecond, BatchSize: 100, MaxRetries: 2, BodyLimit: 1 << 20,
+	cfg, err := config.Default()
+	if err != nil {
+		b.Fatal(err)
 	}
+	cfg.DB, cfg.Addr = "sqlite://"+filepath.Join(b.TempDir(), "bench.db"), "127.0.0.1:0"
+	cfg.Channels, cfg.PollInterval = []string{"sms", "email", "inapp"}, 5*time.Millisecond
 	svc, err := service.Open(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		b.Fatal(err)

@@ -6,11 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/heraldhq/herald/adapters/kafka"
+	"github.com/heraldhq/herald/adapters/sandbox"
 	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/handlers"
 	"github.com/heraldhq/herald/notify"
 )
 
@@ -37,10 +42,25 @@ type Config struct {
 
 	PollInterval time.Duration `name:"poll-interval" env:"HERALD_POLL_INTERVAL" default:"10ms" help:"How long an idle SQL subscriber waits before polling again."`
 	BatchSize    int           `name:"batch-size" env:"HERALD_BATCH_SIZE" default:"100" help:"Rows one SQL subscriber query reads."`
-	MaxRetries   int           `name:"max-retries" env:"HERALD_MAX_RETRIES" default:"5" help:"In-process retries of a transient failure before the message is poisoned."`
+	MaxRetries   int           `name:"max-retries" env:"HERALD_MAX_RETRIES" default:"2" help:"Quick in-process retries of a transient failure before the message is parked in the persistent requeue (deliveries) or redelivered (events)."`
 
-	SandboxLatency time.Duration `name:"sandbox-latency" env:"HERALD_SANDBOX_LATENCY" default:"0s" help:"Latency the sandbox providers add to each send."`
-	BodyLimit      int           `name:"body-limit" env:"HERALD_BODY_LIMIT" default:"1048576" help:"Largest HTTP request body in bytes."`
+	SendTimeout      time.Duration `name:"send-timeout" env:"HERALD_SEND_TIMEOUT" default:"30s" help:"Longest provider call; a delivery's lease lasts 15s longer."`
+	RetryMaxAttempts int           `name:"retry-max-attempts" env:"HERALD_RETRY_MAX_ATTEMPTS" default:"12" help:"Provider calls one delivery may take before a transient failure fails it."`
+	RetryMaxAge      time.Duration `name:"retry-max-age" env:"HERALD_RETRY_MAX_AGE" default:"24h" help:"Age after which a transient failure fails a delivery."`
+	RetryBudgets     []string      `name:"retry-budget" env:"HERALD_RETRY_BUDGET" sep:"," help:"Retry budget per event type, type=attempts/age (comma-separated), e.g. transaction.posted=20/48h."`
+	RequeueInitial   time.Duration `name:"requeue-initial" env:"HERALD_REQUEUE_INITIAL" default:"1s" help:"Backoff ceiling of the first persistent requeue (doubles per requeue, full jitter)."`
+	RequeueMax       time.Duration `name:"requeue-max" env:"HERALD_REQUEUE_MAX" default:"5m" help:"Largest persistent requeue backoff."`
+	BreakerFailures  int           `name:"breaker-failures" env:"HERALD_BREAKER_FAILURES" default:"10" help:"Transient failures in a row (or 60% of 20 or more calls within 30s) that open a provider's circuit breaker (0 disables it)."`
+	BreakerOpenFor   time.Duration `name:"breaker-open-for" env:"HERALD_BREAKER_OPEN_FOR" default:"10s" help:"How long an open breaker waits before letting one probe through."`
+	RateLimits       []string      `name:"rate-limit" env:"HERALD_RATE_LIMIT" sep:"," help:"Provider send rates per second, channel=rate (comma-separated), e.g. sms=50,email=100."`
+	RecipientCap     string        `name:"recipient-cap" env:"HERALD_RECIPIENT_CAP" help:"At most N messages per address per window, N/window, e.g. 10/1h; the critical lane is exempt. Empty: no cap."`
+	Redis            string        `name:"redis" env:"HERALD_REDIS_URL" help:"Redis URL (redis://host:6379/0): delivery leases, rate limits and the recipient cap shared there instead of SQL/in-process."`
+
+	SandboxLatency           string   `name:"sandbox-latency" env:"HERALD_SANDBOX_LATENCY" default:"0s" help:"Latency the sandbox providers add to each send: a duration, or channel=duration,..."`
+	SandboxFailRate          string   `name:"sandbox-fail-rate" env:"HERALD_SANDBOX_FAIL_RATE" help:"Share (0..1) of sandbox sends that fail transiently: a number, or channel=number,..."`
+	SandboxPermanentFailRate string   `name:"sandbox-permanent-fail-rate" env:"HERALD_SANDBOX_PERMANENT_FAIL_RATE" help:"Share (0..1) of sandbox sends rejected permanently: a number, or channel=number,..."`
+	SandboxOutages           []string `name:"sandbox-outage" env:"HERALD_SANDBOX_OUTAGE" sep:"," help:"Sandbox provider outages, channel:start+duration from start-up, e.g. sms:10s+30s."`
+	BodyLimit                int      `name:"body-limit" env:"HERALD_BODY_LIMIT" default:"1048576" help:"Largest HTTP request body in bytes."`
 
 	LogFormat string `name:"log-format" env:"HERALD_LOG_FORMAT" enum:"auto,text,json" default:"auto" help:"Log format: auto (text on a terminal, JSON otherwise), text or json."`
 	LogLevel  string `name:"log-level" env:"HERALD_LOG_LEVEL" enum:"debug,info,warn,error" default:"info" help:"Log level."`
@@ -50,6 +70,56 @@ type Config struct {
 func (c Config) Kafka() kafka.Config {
 	return kafka.Config{Brokers: c.KafkaBrokers, TopicPrefix: c.KafkaTopicPrefix, ConsumerGroup: c.KafkaConsumerGroup,
 		Partitions: c.KafkaPartitions, ReplicationFactor: c.KafkaReplicationFactor}
+}
+
+// Budgets parses --retry-budget.
+func (c Config) Budgets() (map[string]handlers.RetryBudget, error) {
+	out := map[string]handlers.RetryBudget{}
+	for _, b := range c.RetryBudgets {
+		typ, v, ok := strings.Cut(strings.TrimSpace(b), "=")
+		n, age, ok2 := strings.Cut(v, "/")
+		attempts, err1 := strconv.Atoi(n)
+		d, err2 := time.ParseDuration(age)
+		if !ok || !ok2 || typ == "" || err1 != nil || err2 != nil || attempts < 1 || d <= 0 {
+			return nil, fmt.Errorf("%q: want type=attempts/age, e.g. otp.requested=3/5m", b)
+		}
+		out[typ] = handlers.RetryBudget{MaxAttempts: attempts, MaxAge: d}
+	}
+	return out, nil
+}
+
+// Rates parses --rate-limit: sends per second by channel.
+func (c Config) Rates() (map[notify.Channel]int, error) {
+	out := map[notify.Channel]int{}
+	for _, r := range c.RateLimits {
+		ch, v, ok := strings.Cut(strings.TrimSpace(r), "=")
+		n, err := strconv.Atoi(v)
+		if !ok || !notify.Channel(ch).Valid() || err != nil || n < 1 {
+			return nil, fmt.Errorf("%q: want channel=sends-per-second, e.g. sms=50", r)
+		}
+		out[notify.Channel(ch)] = n
+	}
+	return out, nil
+}
+
+// Cap parses --recipient-cap (max 0: no cap).
+func (c Config) Cap() (int, time.Duration, error) {
+	if strings.TrimSpace(c.RecipientCap) == "" {
+		return 0, 0, nil
+	}
+	n, w, ok := strings.Cut(c.RecipientCap, "/")
+	limit, err1 := strconv.Atoi(n)
+	window, err2 := time.ParseDuration(w)
+	if !ok || err1 != nil || err2 != nil || limit < 1 || window < time.Second {
+		return 0, 0, fmt.Errorf("%q: want N/window, e.g. 10/1h", c.RecipientCap)
+	}
+	return limit, window, nil
+}
+
+// Sandbox returns the sandbox fault settings.
+func (c Config) Sandbox() sandbox.FaultSpec {
+	return sandbox.FaultSpec{FailRate: c.SandboxFailRate, PermanentFailRate: c.SandboxPermanentFailRate,
+		Latency: c.SandboxLatency, Outages: c.SandboxOutages}
 }
 
 // NotifyChannels returns the configured channels.
@@ -118,8 +188,38 @@ func (c Config) Validate() error {
 	if c.MaxRetries < 0 || c.MaxRetries > 100 {
 		bad("max-retries", "HERALD_MAX_RETRIES", "must be from 0 to 100")
 	}
-	if c.SandboxLatency < 0 {
-		bad("sandbox-latency", "HERALD_SANDBOX_LATENCY", "must not be negative")
+	if c.SendTimeout < 100*time.Millisecond || c.SendTimeout > 10*time.Minute {
+		bad("send-timeout", "HERALD_SEND_TIMEOUT", "must be between 100ms and 10m")
+	}
+	if c.RetryMaxAttempts < 1 {
+		bad("retry-max-attempts", "HERALD_RETRY_MAX_ATTEMPTS", "must be at least 1")
+	}
+	if c.RetryMaxAge <= 0 {
+		bad("retry-max-age", "HERALD_RETRY_MAX_AGE", "must be positive")
+	}
+	if _, err := c.Budgets(); err != nil {
+		bad("retry-budget", "HERALD_RETRY_BUDGET", err.Error())
+	}
+	if c.RequeueInitial <= 0 || c.RequeueMax < c.RequeueInitial {
+		bad("requeue-initial", "HERALD_REQUEUE_INITIAL", "must be positive and at most --requeue-max")
+	}
+	if c.BreakerFailures < 0 {
+		bad("breaker-failures", "HERALD_BREAKER_FAILURES", "must not be negative")
+	}
+	if c.BreakerOpenFor <= 0 {
+		bad("breaker-open-for", "HERALD_BREAKER_OPEN_FOR", "must be positive")
+	}
+	if _, err := c.Rates(); err != nil {
+		bad("rate-limit", "HERALD_RATE_LIMIT", err.Error())
+	}
+	if _, _, err := c.Cap(); err != nil {
+		bad("recipient-cap", "HERALD_RECIPIENT_CAP", err.Error())
+	}
+	if c.Redis != "" && !strings.HasPrefix(c.Redis, "redis://") && !strings.HasPrefix(c.Redis, "rediss://") {
+		bad("redis", "HERALD_REDIS_URL", "must be a redis:// or rediss:// URL")
+	}
+	if _, _, err := c.Sandbox().Parse(c.NotifyChannels()); err != nil {
+		bad("sandbox-*", "HERALD_SANDBOX_*", err.Error())
 	}
 	if c.BodyLimit < 1024 {
 		bad("body-limit", "HERALD_BODY_LIMIT", "must be at least 1024 bytes")
@@ -133,4 +233,16 @@ func loopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// Default returns the configuration with every default applied (and HERALD_*
+// environment variables, as the CLI would), for programs that embed Herald.
+func Default() (Config, error) {
+	var c Config
+	p, err := kong.New(&c, kong.Name("herald"), kong.Exit(func(int) {}))
+	if err != nil {
+		return c, err
+	}
+	_, err = p.Parse(nil)
+	return c, err
 }

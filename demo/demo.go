@@ -12,6 +12,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,13 +56,21 @@ type Deliveries struct {
 
 // Summary is the result of a run (the JSON that herald demo --json prints).
 type Summary struct {
-	Events          int        `json:"events"`
-	Deliveries      Deliveries `json:"deliveries"`
-	Duplicates      int        `json:"duplicates"`
-	ElapsedSeconds  float64    `json:"elapsed_seconds"`
-	EventsPerSecond float64    `json:"events_per_second"`
-	LatencyMs       Latency    `json:"latency_ms"`
-	RunID           string     `json:"run_id"`
+	Events     int        `json:"events"`
+	Deliveries Deliveries `json:"deliveries"`
+	Duplicates int        `json:"duplicates"`
+	// Retries counts provider calls beyond each delivery's first.
+	Retries int `json:"retries"`
+	// Requeued counts messages parked in the persistent requeue (transient failures
+	// past the quick retries, and deferrals by breakers and throttles).
+	Requeued        int     `json:"requeued"`
+	Expired         int     `json:"expired"`
+	Failed          int     `json:"failed"`
+	Fallbacks       int     `json:"fallbacks"`
+	ElapsedSeconds  float64 `json:"elapsed_seconds"`
+	EventsPerSecond float64 `json:"events_per_second"`
+	LatencyMs       Latency `json:"latency_ms"`
+	RunID           string  `json:"run_id"`
 }
 
 // Run commits cfg.Events events into svc's outbox while svc's pipeline runs, and
@@ -92,6 +101,7 @@ func Run(ctx context.Context, svc *service.Service, cfg Config) (Summary, error)
 		return Summary{}, fmt.Errorf("creating the demo ledger: %w", err)
 	}
 
+	requeuedBefore := requeued(svc)
 	pctx, stopPipeline := context.WithCancel(ctx)
 	pipeErr := make(chan error, 1)
 	go func() { pipeErr <- svc.RunPipeline(pctx) }()
@@ -178,6 +188,11 @@ func Run(ctx context.Context, svc *service.Service, cfg Config) (Summary, error)
 		EventsPerSecond: round(float64(cfg.Events)/elapsed.Seconds(), 1),
 		LatencyMs:       percentiles(sum.LatenciesMs),
 		RunID:           runID,
+		Retries:         sum.Retries,
+		Requeued:        requeued(svc) - requeuedBefore,
+		Expired:         sum.ByStatus[notify.StatusExpired],
+		Failed:          sum.ByStatus[notify.StatusFailed],
+		Fallbacks:       sum.Fallbacks,
 	}
 	for k, v := range sum.ByStatus {
 		out.Deliveries.ByStatus[string(k)] = v
@@ -186,6 +201,17 @@ func Run(ctx context.Context, svc *service.Service, cfg Config) (Summary, error)
 		out.Deliveries.ByChannel[string(k)] = v
 	}
 	return out, nil
+}
+
+// requeued sums herald_requeued_total over its labels.
+func requeued(svc *service.Service) int {
+	n := 0
+	for _, name := range svc.Metrics.ListMetricNames() {
+		if strings.HasPrefix(name, "herald_requeued_total{") {
+			n += int(svc.Metrics.GetOrCreateCounter(name).Get()) //nolint:gosec // a count of messages
+		}
+	}
+	return n
 }
 
 func createCustomers(ctx context.Context, svc *service.Service, n int) error {
@@ -203,6 +229,8 @@ func createCustomers(ctx context.Context, svc *service.Service, n int) error {
 				WeChatOpenID: fmt.Sprintf("o-demo-%04d", i),
 				PushTokens:   []string{fmt.Sprintf("push-token-%04d", i)},
 			},
+			// An SMS that fails for good goes to WeChat instead.
+			Preferences: notify.Preferences{Fallback: map[notify.Channel]notify.Channel{notify.ChannelSMS: notify.ChannelWeChat}},
 		}
 		if _, err := svc.DB.Recipients().Put(ctx, r); err != nil {
 			return err

@@ -4,14 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/heraldhq/herald/adapters/sqlstore"
 	"github.com/heraldhq/herald/handlers"
@@ -43,7 +40,7 @@ func setup(t *testing.T) (*sqlstore.DB, *message.Message, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	if err := db.Migrate(context.Background(), []string{"sms"}); err != nil {
+	if err := db.Migrate(context.Background(), []string{"sms", "email"}); err != nil {
 		t.Fatal(err)
 	}
 	m := notify.Message{DeliveryID: notify.DeliveryID("e1", notify.ChannelSMS, "+8613800138000"), EventID: "e1",
@@ -59,12 +56,7 @@ func setup(t *testing.T) (*sqlstore.DB, *message.Message, string) {
 
 func newDeliver(t *testing.T, db *sqlstore.DB, p handlers.Provider) *handlers.Deliver {
 	t.Helper()
-	d, err := handlers.NewDeliver(handlers.DeliverConfig{Channel: notify.ChannelSMS, Provider: p, Store: db.Deliveries(),
-		Metrics: metrics.NewSet()}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
+	return deliverWith(t, handlers.DeliverConfig{Provider: p, Store: db.Deliveries()})
 }
 
 func TestDeliverTransientThenSent(t *testing.T) {

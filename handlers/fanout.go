@@ -128,33 +128,51 @@ func (f *FanOut) Handle(msg *message.Message) error {
 		expires = &t
 	}
 	rendered := map[notify.Channel]notify.Content{}
+	render := func(ch notify.Channel) (notify.Content, error) {
+		content, ok := rendered[ch]
+		if !ok {
+			var err error
+			if content, err = f.cfg.Renderer.Render(&e, ch, locale, r.TimeZone); err != nil {
+				return content, err
+			}
+			rendered[ch] = content
+		}
+		return content, nil
+	}
+	planned := map[notify.Target]bool{}
+	for _, t := range kept {
+		planned[t] = true
+	}
 	ds := make([]notify.Delivery, 0, len(kept))
 	msgs := map[string][]*message.Message{}
 	for _, t := range kept {
-		content, ok := rendered[t.Channel]
-		if !ok {
-			if content, err = f.cfg.Renderer.Render(&e, t.Channel, locale, r.TimeZone); err != nil {
-				return err
-			}
-			rendered[t.Channel] = content
+		content, err := render(t.Channel)
+		if err != nil {
+			return err
 		}
 		m := notify.Message{
 			DeliveryID: notify.DeliveryID(e.ID, t.Channel, t.Address), EventID: e.ID, EventType: e.Type,
 			Channel: t.Channel, Lane: lane, RecipientID: r.ID, Address: notify.Address(t.Address),
 			Locale: locale, Content: content, OccurredAt: e.OccurredAt, ExpiresAt: expires,
 		}
-		payload, err := json.Marshal(m)
+		// The fallback travels rendered with the message, so the delivery handler can
+		// queue it without the event.
+		if fbc, ok := r.Preferences.Fallback[t.Channel]; ok && f.channels[fbc] {
+			if addrs := r.Contacts.Addresses(fbc, r.ID); len(addrs) > 0 && !planned[notify.Target{Channel: fbc, Address: addrs[0]}] {
+				fcontent, err := render(fbc)
+				if err != nil {
+					return err
+				}
+				fb := m
+				fb.DeliveryID, fb.Channel, fb.Address, fb.Content = notify.DeliveryID(e.ID, fbc, addrs[0]), fbc, notify.Address(addrs[0]), fcontent
+				m.Fallback = &fb
+			}
+		}
+		wm, err := EncodeMessage(m)
 		if err != nil {
-			return notify.Poison(fmt.Errorf("encoding message: %w", err))
+			return err
 		}
-		wm := message.NewMessage(m.DeliveryID, payload)
-		wm.Metadata.Set("delivery_id", m.DeliveryID)
-		wm.Metadata.Set("event_id", e.ID)
-		wm.Metadata.Set("channel", string(t.Channel))
-		if r.ID != "" {
-			wm.Metadata.Set("recipient_id", r.ID)
-		}
-		topic := sqlstore.DeliveryTopic(string(t.Channel))
+		topic := sqlstore.DeliveryTopic(string(t.Channel), lane)
 		msgs[topic] = append(msgs[topic], wm)
 		ds = append(ds, notify.Delivery{ID: m.DeliveryID, EventID: e.ID, EventType: e.Type, Channel: t.Channel,
 			Lane: lane, RecipientID: r.ID, Address: m.Address, OccurredAt: e.OccurredAt})
@@ -163,6 +181,22 @@ func (f *FanOut) Handle(msg *message.Message) error {
 		return fmt.Errorf("committing fan-out of event %s: %w", e.ID, err)
 	}
 	return nil
+}
+
+// EncodeMessage is the Watermill message carrying m on its channel's topic.
+func EncodeMessage(m notify.Message) (*message.Message, error) {
+	payload, err := json.Marshal(m)
+	if err != nil {
+		return nil, notify.Poison(fmt.Errorf("encoding message: %w", err))
+	}
+	wm := message.NewMessage(m.DeliveryID, payload)
+	wm.Metadata.Set("delivery_id", m.DeliveryID)
+	wm.Metadata.Set("event_id", m.EventID)
+	wm.Metadata.Set("channel", string(m.Channel))
+	if m.RecipientID != "" {
+		wm.Metadata.Set("recipient_id", m.RecipientID)
+	}
+	return wm, nil
 }
 
 // metricLabel keeps label values to known event types so input cannot explode the

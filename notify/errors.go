@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Class says what a failure means for the message that caused it.
@@ -18,6 +19,10 @@ const (
 	// ClassPoison failures come from input that can never be processed: undecodable or
 	// invalid payloads. The message goes to the poison queue with the reason.
 	ClassPoison
+	// ClassDeferred means the message was not attempted and should come back later
+	// without counting an attempt: the provider's circuit breaker is open, a throttle
+	// is full, or another worker holds the delivery's lease.
+	ClassDeferred
 )
 
 func (c Class) String() string {
@@ -26,6 +31,8 @@ func (c Class) String() string {
 		return "permanent"
 	case ClassPoison:
 		return "poison"
+	case ClassDeferred:
+		return "deferred"
 	default:
 		return "transient"
 	}
@@ -35,6 +42,9 @@ func (c Class) String() string {
 type ClassifiedError struct {
 	Class Class
 	Err   error
+	// After, when set, is how long to wait before trying again (a provider's
+	// Retry-After, the rest of a breaker's open time).
+	After time.Duration
 }
 
 func (e *ClassifiedError) Error() string { return e.Err.Error() }
@@ -45,6 +55,25 @@ func Permanent(err error) error { return &ClassifiedError{Class: ClassPermanent,
 
 // Poison marks err as caused by input that can never be processed.
 func Poison(err error) error { return &ClassifiedError{Class: ClassPoison, Err: err} }
+
+// Defer marks err as a reason to try again after d without counting an attempt.
+func Defer(err error, d time.Duration) error {
+	return &ClassifiedError{Class: ClassDeferred, Err: err, After: d}
+}
+
+// RetryAfter marks err as transient with the wait the provider asked for.
+func RetryAfter(err error, d time.Duration) error {
+	return &ClassifiedError{Class: ClassTransient, Err: err, After: d}
+}
+
+// AfterOf returns the wait carried by err, or 0.
+func AfterOf(err error) time.Duration {
+	var ce *ClassifiedError
+	if errors.As(err, &ce) {
+		return ce.After
+	}
+	return 0
+}
 
 // ClassOf returns the class of err; unclassified errors are transient.
 func ClassOf(err error) Class {

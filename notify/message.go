@@ -59,6 +59,9 @@ type Message struct {
 	// ExpiresAt: a message still unsent then is not sent at all (status expired).
 	// Set for one-time passwords, where stale is worse than late.
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// Fallback is the same notification rendered for the recipient's fallback
+	// channel: queued if this message fails permanently.
+	Fallback *Message `json:"fallback,omitempty"`
 }
 
 // LogValue keeps the address masked in every log line.
@@ -95,4 +98,7 @@ type Delivery struct {
 	CreatedAt         time.Time  `json:"created_at"`
 	UpdatedAt         time.Time  `json:"updated_at"`
 	SentAt            *time.Time `json:"sent_at,omitempty"`
+	// FallbackOf is the delivery this one replaces: it was created because that one
+	// failed and the recipient has a fallback channel for it.
+	FallbackOf string `json:"fallback_of,omitempty"`
 }

@@ -121,6 +121,9 @@ type Preferences struct {
 	Channels map[string][]Channel `json:"channels,omitempty"`
 	// MinAmount: transaction alerts below this amount are not sent. Nil sends all.
 	MinAmount *decimal.Decimal `json:"min_amount,omitempty"`
+	// Fallback names, per channel, the channel to try when a delivery on it fails
+	// permanently or runs out of retries, e.g. {"push": "sms"}.
+	Fallback map[Channel]Channel `json:"fallback,omitempty"`
 }
 
 // Recipient is a customer in the directory.
@@ -153,6 +156,16 @@ func (r *Recipient) Validate() error {
 			if !c.Valid() {
 				v.Add(fmt.Sprintf("preferences.channels.%s[%d]", typ, i), fmt.Sprintf("unknown channel %q", c))
 			}
+		}
+	}
+	for from, to := range r.Preferences.Fallback {
+		switch {
+		case !from.Valid():
+			v.Add("preferences.fallback", fmt.Sprintf("unknown channel %q", from))
+		case !to.Valid():
+			v.Add("preferences.fallback."+string(from), fmt.Sprintf("unknown channel %q", to))
+		case from == to:
+			v.Add("preferences.fallback."+string(from), "must name another channel")
 		}
 	}
 	if r.Preferences.MinAmount != nil && r.Preferences.MinAmount.IsNegative() {

@@ -21,16 +21,15 @@ import (
 type Config struct {
 	// Dialect of the core's database. Default sqlite.
 	Dialect sqlstore.Dialect
-	// Topic is the outbox topic. Default "events" (table herald_events).
+	// Topic is the outbox topic. Default: by the event's lane, "events" (table
+	// herald_events) or, for one-time passwords, security and fraud alerts,
+	// "events.critical" (table herald_events_critical).
 	Topic string
 }
 
 func (c *Config) setDefaults() {
 	if c.Dialect == "" {
 		c.Dialect = sqlstore.SQLite
-	}
-	if c.Topic == "" {
-		c.Topic = sqlstore.EventsTopic
 	}
 }
 
@@ -67,21 +66,31 @@ func (w *Writer) Write(ctx context.Context, tx *sql.Tx, events ...notify.Event) 
 	if len(events) == 0 {
 		return nil
 	}
-	msgs := make(message.Messages, 0, len(events))
+	byTopic := map[string]message.Messages{}
+	var topics []string // in first-seen order, for a stable statement order
 	for i := range events {
 		m, err := Message(&events[i])
 		if err != nil {
 			return fmt.Errorf("outbox: event %d: %w", i, err)
 		}
 		m.SetContext(ctx)
-		msgs = append(msgs, m)
+		t := w.cfg.Topic
+		if t == "" {
+			t = sqlstore.EventsTopicFor(events[i].Lane())
+		}
+		if _, ok := byTopic[t]; !ok {
+			topics = append(topics, t)
+		}
+		byTopic[t] = append(byTopic[t], m)
 	}
 	pub, err := wsql.NewPublisher(wsql.TxFromStdSQL(tx), wsql.PublisherConfig{SchemaAdapter: w.schema}, nil)
 	if err != nil {
 		return fmt.Errorf("outbox: %w", err)
 	}
-	if err := pub.Publish(w.cfg.Topic, msgs...); err != nil {
-		return fmt.Errorf("outbox: writing %d events: %w", len(msgs), err)
+	for _, t := range topics {
+		if err := pub.Publish(t, byTopic[t]...); err != nil {
+			return fmt.Errorf("outbox: writing %d events: %w", len(byTopic[t]), err)
+		}
 	}
 	return nil
 }

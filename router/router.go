@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	wmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/google/uuid"
 
 	"github.com/heraldhq/herald/adapters/kafka"
 	"github.com/heraldhq/herald/adapters/sqlstore"
@@ -23,26 +25,28 @@ import (
 	"github.com/heraldhq/herald/templates"
 )
 
-// RetryConfig is the in-process retry of transient failures: exponential backoff with
-// jitter (each wait is randomised by ±RandomizationFactor).
+// RetryConfig is the quick in-process retry of transient failures: exponential
+// backoff with jitter (each wait uniformly random between 0 and twice its step). It
+// holds the subscription while it waits, so it is kept short; longer waits belong to
+// the persistent requeue.
 type RetryConfig struct {
-	// MaxRetries after the first attempt. 0 means the default, 5; negative means none.
+	// MaxRetries after the first attempt. 0 means the default, 2; negative means none.
 	MaxRetries int
-	// InitialInterval before the first retry. Default 100ms.
+	// InitialInterval before the first retry. Default 50ms.
 	InitialInterval time.Duration
-	// MaxInterval caps one wait. Default 5s.
+	// MaxInterval caps one wait. Default 1s.
 	MaxInterval time.Duration
 }
 
 func (c *RetryConfig) setDefaults() {
 	if c.MaxRetries == 0 {
-		c.MaxRetries = 5
+		c.MaxRetries = 2
 	}
 	if c.InitialInterval == 0 {
-		c.InitialInterval = 100 * time.Millisecond
+		c.InitialInterval = 50 * time.Millisecond
 	}
 	if c.MaxInterval == 0 {
-		c.MaxInterval = 5 * time.Second
+		c.MaxInterval = time.Second
 	}
 }
 
@@ -60,6 +64,30 @@ type Config struct {
 	// Kafka, when it has brokers, carries events and deliveries between stages and
 	// instances; a relay moves outbox rows to it. Otherwise SQL topics do.
 	Kafka kafka.Config
+	// Delivery is what guards each provider.
+	Delivery DeliveryConfig
+}
+
+// DeliveryConfig configures the delivery handlers' reliability.
+type DeliveryConfig struct {
+	// Store leases and records deliveries. Default: the SQL delivery store.
+	Store handlers.DeliveryStore
+	// SendTimeout bounds one provider call; Lease outlasts it (handlers.DeliverConfig).
+	SendTimeout, Lease time.Duration
+	// Budget and Budgets (per event type) bound retries of one delivery.
+	Budget  handlers.RetryBudget
+	Budgets map[string]handlers.RetryBudget
+	// Breaker configures every provider's circuit breaker.
+	Breaker handlers.BreakerConfig
+	// RateLimiters pace providers, by channel; absent means unlimited.
+	RateLimiters map[notify.Channel]handlers.RateLimiter
+	// Cap limits messages per recipient address and window (critical lane exempt).
+	Cap handlers.RecipientCap
+	// RequeueInitial and RequeueMax bound the persistent requeue's backoff
+	// (full jitter, doubling). Defaults 1s and 5m.
+	RequeueInitial, RequeueMax time.Duration
+	// RequeuePoll is how often parked messages are checked. Default 200ms.
+	RequeuePoll time.Duration
 }
 
 // Validate checks the config.
@@ -77,20 +105,32 @@ func (c Config) Validate() error {
 type Router struct {
 	*message.Router
 	closers []interface{ Close() error }
+	db      *sqlstore.DB
+	// requeuePub publishes parked messages back (Kafka mode); nil for SQL topics.
+	requeuePub  message.Publisher
+	requeuePoll time.Duration
+	log         *slog.Logger
+	requeued    *metrics.Counter
 }
 
 // New assembles the router. SQL mode:
 //
-//	events (outbox) --fanout--> deliveries.<channel> --deliver.<channel>--> provider
+//	events[.critical] (outbox) --fanout--> deliveries.<channel>[.critical] --deliver.<channel>--> provider
 //
 // Kafka mode (cfg.Kafka has brokers):
 //
-//	events (outbox, SQL) --relay--> herald.events (Kafka, key account_id) --fanout-->
-//	herald.deliveries.<channel> (Kafka) --deliver.<channel>--> provider
+//	events[.critical] (outbox, SQL) --relay--> herald.events[.critical] (Kafka, key account_id) --fanout-->
+//	herald.deliveries.<channel>[.critical] (Kafka) --deliver.<channel>--> provider
 //
-// Every handler runs behind: CorrelationID -> PoisonQueue (persisted with reason) ->
-// Retry (transient errors only, backoff + jitter) -> Recoverer (a panic is an error) ->
-// Metrics -> handler.
+// The critical lane (one-time passwords, security, fraud) has its own topics and
+// handlers at every stage, so a backlog of normal traffic never delays it.
+//
+// Every handler runs behind CorrelationID -> PoisonQueue (poison and permanent
+// failures, persisted with the reason). Delivery handlers then have the persistent
+// Requeue (transient failures that survive the quick retries, and deferrals, wait in
+// herald_delayed); then, for all: Retry (transient errors only, backoff + jitter) ->
+// Recoverer (a panic is an error) -> Metrics -> handler. A fan-out or relay error that
+// survives its retries is nacked and redelivered, keeping the outbox order.
 func New(cfg Config, logger *slog.Logger) (*Router, error) {
 	cfg.Retry.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -105,10 +145,16 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 	if err != nil {
 		return nil, err
 	}
-	closers := []interface{ Close() error }{sqlSub}
+	rt := &Router{Router: r, db: cfg.DB, closers: []interface{ Close() error }{sqlSub}, log: logger,
+		requeuePoll: cfg.Delivery.RequeuePoll,
+		requeued:    cfg.Metrics.GetOrCreateCounter(`herald_requeue_moved_total`)}
+	if rt.requeuePoll <= 0 {
+		rt.requeuePoll = 200 * time.Millisecond
+	}
 	var sub message.Subscriber = sqlSub
 	var fanStore handlers.FanOutStore = cfg.DB
 	topic := func(name string) string { return name }
+	outboxes := []string{sqlstore.EventsTopic, sqlstore.CriticalEventsTopic}
 	if len(cfg.Kafka.Brokers) > 0 {
 		kcfg := cfg.Kafka.WithDefaults()
 		kpub, err := kafka.NewPublisher(kcfg, wlog)
@@ -119,39 +165,34 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 		if err != nil {
 			return nil, err
 		}
-		closers = append(closers, ksub, kpub)
-		sub, topic = ksub, kcfg.Topic
+		rt.closers = append(rt.closers, ksub, kpub)
+		sub, topic, rt.requeuePub = ksub, kcfg.Topic, kpub
 		fanStore = kafkaFanOut{db: cfg.DB, pub: kpub, topic: kcfg.Topic}
 		// The relay: outbox rows to Kafka, keyed by account. The SQL offset is acked only
 		// after Kafka has the message, so a restart never loses a row (it may resend one,
 		// which the delivery store absorbs).
-		r.AddHandler("relay", sqlstore.EventsTopic, sqlSub, kcfg.Topic(sqlstore.EventsTopic), kpub,
-			func(msg *message.Message) ([]*message.Message, error) { return []*message.Message{msg}, nil })
+		for _, t := range outboxes {
+			h := r.AddHandler("relay"+laneSuffix(t), t, sqlSub, kcfg.Topic(t), kpub,
+				func(msg *message.Message) ([]*message.Message, error) { return []*message.Message{msg}, nil })
+			h.AddMiddleware(rt.common(cfg)...)
+		}
 	}
 	deliveries := cfg.DB.Deliveries()
+	store := cfg.Delivery.Store
+	if store == nil {
+		store = deliveries
+	}
 
-	poison, err := wmw.PoisonQueue(&handlers.PoisonRecorder{
+	poison, err := wmw.PoisonQueueWithFilter(&handlers.PoisonRecorder{
 		Store: cfg.DB.Poison(), Deliveries: deliveries, Metrics: cfg.Metrics, Log: logger,
-	}, "poison")
+	}, "poison", func(err error) bool {
+		c := notify.ClassOf(err)
+		return c == notify.ClassPoison || c == notify.ClassPermanent
+	})
 	if err != nil {
 		return nil, err
 	}
-	retry := wmw.Retry{
-		MaxRetries:          max(cfg.Retry.MaxRetries, 0),
-		InitialInterval:     cfg.Retry.InitialInterval,
-		MaxInterval:         cfg.Retry.MaxInterval,
-		Multiplier:          2,
-		RandomizationFactor: 0.5,
-		ShouldRetry:         func(p wmw.RetryParams) bool { return handlers.ShouldRetry(p.Err) },
-		Logger:              wlog,
-	}
-	r.AddMiddleware(
-		wmw.CorrelationID,
-		poison,
-		retry.Middleware,
-		wmw.Recoverer,
-		heraldmw.Metrics{Set: cfg.Metrics}.Middleware,
-	)
+	r.AddMiddleware(wmw.CorrelationID, poison)
 
 	channels := make([]notify.Channel, 0, len(cfg.Providers))
 	for ch := range cfg.Providers {
@@ -166,16 +207,32 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.AddConsumerHandler("fanout", topic(sqlstore.EventsTopic), sub, fan.Handle)
+	for _, t := range outboxes {
+		h := r.AddConsumerHandler("fanout"+laneSuffix(t), topic(t), sub, fan.Handle)
+		h.AddMiddleware(rt.common(cfg)...)
+	}
 
+	requeue := heraldmw.Requeue{Store: cfg.DB.Delayed(), Initial: cfg.Delivery.RequeueInitial,
+		Max: cfg.Delivery.RequeueMax, Metrics: cfg.Metrics, Log: logger}
+	owner := uuid.NewString()
 	for _, ch := range channels {
+		// One breaker and one rate limit per provider, shared by its lanes.
+		breaker := handlers.NewBreaker(string(ch), cfg.Delivery.Breaker, cfg.Metrics)
 		d, err := handlers.NewDeliver(handlers.DeliverConfig{
-			Channel: ch, Provider: cfg.Providers[ch], Store: deliveries, Metrics: cfg.Metrics,
+			Channel: ch, Provider: cfg.Providers[ch], Store: store, Metrics: cfg.Metrics,
+			SendTimeout: cfg.Delivery.SendTimeout, Lease: cfg.Delivery.Lease, Owner: owner,
+			Budget: cfg.Delivery.Budget, Budgets: cfg.Delivery.Budgets, Breaker: breaker,
+			RateLimiter: cfg.Delivery.RateLimiters[ch], Cap: cfg.Delivery.Cap, Fallback: fanStore,
 		}, logger)
 		if err != nil {
 			return nil, err
 		}
-		r.AddConsumerHandler("deliver."+string(ch), topic(sqlstore.DeliveryTopic(string(ch))), sub, d.Handle)
+		for _, lane := range []notify.Lane{notify.LaneNormal, notify.LaneCritical} {
+			t := sqlstore.DeliveryTopic(string(ch), lane)
+			h := r.AddConsumerHandler("deliver."+string(ch)+laneSuffix(t), topic(t), sub, d.Handle)
+			h.AddMiddleware(requeue.Middleware)
+			h.AddMiddleware(rt.common(cfg)...)
+		}
 	}
 
 	group := cfg.Transport.ConsumerGroup
@@ -191,7 +248,86 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 		}
 		return lag.Seconds()
 	})
-	return &Router{Router: r, closers: closers}, nil
+	cfg.Metrics.NewGauge("herald_requeue_parked", func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		n, err := cfg.DB.Delayed().Count(ctx)
+		if err != nil {
+			return -1
+		}
+		return float64(n)
+	})
+	return rt, nil
+}
+
+func laneSuffix(topic string) string {
+	if strings.HasSuffix(topic, ".critical") {
+		return ".critical"
+	}
+	return ""
+}
+
+// common is the inner middleware every handler has: the quick in-process retry of
+// transient errors, the panic recoverer and the metrics.
+func (rt *Router) common(cfg Config) []message.HandlerMiddleware {
+	retry := wmw.Retry{
+		MaxRetries:          max(cfg.Retry.MaxRetries, 0),
+		InitialInterval:     cfg.Retry.InitialInterval,
+		MaxInterval:         cfg.Retry.MaxInterval,
+		Multiplier:          2,
+		RandomizationFactor: 1,
+		ShouldRetry:         func(p wmw.RetryParams) bool { return handlers.ShouldRetry(p.Err) },
+		// Retries are counted in herald_deliveries_total{status="retrying"}; a log line
+		// at error level for each would drown the real errors.
+		Logger: nil,
+	}
+	return []message.HandlerMiddleware{retry.Middleware, wmw.Recoverer, heraldmw.Metrics{Set: cfg.Metrics}.Middleware}
+}
+
+// Run runs the handlers and the requeuer (parked messages back to their topics) until
+// ctx is done or the router stops.
+func (rt *Router) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-rt.Running():
+		case <-ctx.Done():
+			return
+		}
+		rt.runRequeuer(ctx)
+	}()
+	err := rt.Router.Run(ctx)
+	cancel()
+	<-done
+	return err
+}
+
+func (rt *Router) runRequeuer(ctx context.Context) {
+	t := time.NewTicker(rt.requeuePoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for ctx.Err() == nil {
+			n, err := rt.db.Delayed().MoveDue(ctx, 500, rt.requeuePub)
+			if err != nil {
+				if ctx.Err() == nil {
+					rt.log.Warn("requeue failed, will retry", "error", err)
+				}
+				break
+			}
+			rt.requeued.Add(n)
+			if n < 500 {
+				break
+			}
+		}
+	}
 }
 
 // kafkaFanOut records a fan-out in SQL, then publishes its messages to Kafka. Not one
@@ -216,9 +352,9 @@ func (k kafkaFanOut) CommitFanOut(ctx context.Context, n sqlstore.Notification, 
 }
 
 // Close stops the handlers, the subscribers and the publishers.
-func (r *Router) Close() error {
-	err := r.Router.Close()
-	for _, c := range r.closers {
+func (rt *Router) Close() error {
+	err := rt.Router.Close()
+	for _, c := range rt.closers {
 		if cerr := c.Close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("closing transport: %w", cerr))
 		}

@@ -49,15 +49,13 @@ func eachBackend(t *testing.T, fn func(t *testing.T, svc *service.Service)) {
 }
 
 func testConfig(url string) config.Config {
-	return config.Config{
-		DB: url, DBMaxConns: 8,
-		Addr:     "127.0.0.1:0",
-		APIKeys:  []string{apiKey},
-		Channels: []string{"sms", "email", "inapp", "wechat", "push", "webhook"},
-		Bank:     "Test Bank", DefaultLocale: "zh-CN", DefaultTimeZone: "Asia/Shanghai",
-		OTPTTL: 5 * time.Minute, PollInterval: 5 * time.Millisecond, BatchSize: 100, MaxRetries: 2,
-		BodyLimit: 64 << 10, LogFormat: "text", LogLevel: "info",
+	c, err := config.Default()
+	if err != nil {
+		panic(err)
 	}
+	c.DB, c.DBMaxConns, c.Addr, c.APIKeys = url, 8, "127.0.0.1:0", []string{apiKey}
+	c.Bank, c.PollInterval, c.BodyLimit, c.LogFormat = "Test Bank", 5*time.Millisecond, 64<<10, "text"
+	return c
 }
 
 // start opens a Service on SQLite and runs its pipeline for the duration of the test.

@@ -6,13 +6,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"golang.org/x/time/rate"
 
 	"github.com/heraldhq/herald/adapters/inbox"
+	"github.com/heraldhq/herald/adapters/redis"
 	"github.com/heraldhq/herald/adapters/sandbox"
 	"github.com/heraldhq/herald/adapters/sqlstore"
 	"github.com/heraldhq/herald/config"
@@ -35,6 +38,7 @@ type Service struct {
 
 	log     *slog.Logger
 	running atomic.Bool
+	closers []io.Closer
 }
 
 // Open validates cfg, opens and migrates the database and assembles the pipeline and
@@ -49,6 +53,9 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (*Service
 	}
 	s := &Service{Config: cfg, DB: db, Metrics: metrics.NewSet(), log: logger}
 	if err := s.assemble(ctx); err != nil {
+		for _, c := range s.closers {
+			_ = c.Close()
+		}
 		_ = db.Close()
 		return nil, err
 	}
@@ -70,7 +77,7 @@ func (s *Service) assemble(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sb, err := sandbox.New(sandbox.Config{Recorder: s.DB.SandboxSends(), Latency: cfg.SandboxLatency}, s.log)
+	faults, latency, err := cfg.Sandbox().Parse(channels)
 	if err != nil {
 		return err
 	}
@@ -82,13 +89,20 @@ func (s *Service) assemble(ctx context.Context) error {
 	for _, ch := range channels {
 		if ch == notify.ChannelInApp {
 			providers[ch] = in
-		} else {
-			providers[ch] = sb
+			continue
+		}
+		if providers[ch], err = sandbox.New(sandbox.Config{Recorder: s.DB.SandboxSends(), Latency: latency[ch],
+			Faults: faults[ch]}, s.log); err != nil {
+			return err
 		}
 	}
 	retries := cfg.MaxRetries
 	if retries == 0 {
 		retries = -1 // none
+	}
+	delivery, err := s.deliveryConfig(ctx)
+	if err != nil {
+		return err
 	}
 	s.Router, err = router.New(router.Config{
 		DB: s.DB, Providers: providers, Renderer: renderer, Metrics: s.Metrics,
@@ -96,6 +110,7 @@ func (s *Service) assemble(ctx context.Context) error {
 		Retry:     router.RetryConfig{MaxRetries: retries},
 		OTPTTL:    cfg.OTPTTL,
 		Kafka:     cfg.Kafka(),
+		Delivery:  delivery,
 	}, s.log)
 	if err != nil {
 		return err
@@ -108,6 +123,58 @@ func (s *Service) assemble(ctx context.Context) error {
 		Ready: s.running.Load,
 	}, s.log)
 	return err
+}
+
+// deliveryConfig builds the delivery guards: budgets, breakers, rate limits and the
+// recipient cap, in process and SQL, or shared through Redis when configured.
+func (s *Service) deliveryConfig(ctx context.Context) (router.DeliveryConfig, error) {
+	cfg := s.Config
+	budgets, err := cfg.Budgets()
+	if err != nil {
+		return router.DeliveryConfig{}, err
+	}
+	rates, err := cfg.Rates()
+	if err != nil {
+		return router.DeliveryConfig{}, err
+	}
+	capMax, capWindow, err := cfg.Cap()
+	if err != nil {
+		return router.DeliveryConfig{}, err
+	}
+	failures := cfg.BreakerFailures
+	if failures == 0 {
+		failures = -1 // disabled
+	}
+	d := router.DeliveryConfig{
+		SendTimeout:    cfg.SendTimeout,
+		Budget:         handlers.RetryBudget{MaxAttempts: cfg.RetryMaxAttempts, MaxAge: cfg.RetryMaxAge},
+		Budgets:        budgets,
+		Breaker:        handlers.BreakerConfig{Failures: failures, OpenFor: cfg.BreakerOpenFor},
+		RateLimiters:   map[notify.Channel]handlers.RateLimiter{},
+		RequeueInitial: cfg.RequeueInitial, RequeueMax: cfg.RequeueMax,
+	}
+	if cfg.Redis != "" {
+		rc, err := redis.Open(ctx, cfg.Redis)
+		if err != nil {
+			return d, err
+		}
+		s.closers = append(s.closers, rc)
+		d.Store = &redis.Leases{Client: rc, Store: s.DB.Deliveries()}
+		for ch, n := range rates {
+			d.RateLimiters[ch] = redis.NewRateLimiter(rc, string(ch), n)
+		}
+		if capMax > 0 {
+			d.Cap = redis.Cap{Client: rc, Max: capMax, Window: capWindow}
+		}
+		return d, nil
+	}
+	for ch, n := range rates {
+		d.RateLimiters[ch] = rate.NewLimiter(rate.Limit(n), 1)
+	}
+	if capMax > 0 {
+		d.Cap = handlers.SQLCap{Windows: s.DB.RecipientWindows(), Max: capMax, Window: capWindow}
+	}
+	return d, nil
 }
 
 // RunPipeline runs the router until ctx is done.
@@ -147,5 +214,9 @@ func (s *Service) Run(ctx context.Context) error {
 
 // Close stops the pipeline and closes the database.
 func (s *Service) Close() error {
-	return errors.Join(s.Router.Close(), s.DB.Close())
+	err := s.Router.Close()
+	for _, c := range s.closers {
+		err = errors.Join(err, c.Close())
+	}
+	return errors.Join(err, s.DB.Close())
 }

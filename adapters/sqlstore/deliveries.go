@@ -35,16 +35,16 @@ func (s *Deliveries) InsertQueued(ctx context.Context, tx Execer, ds []notify.De
 	}
 	var b strings.Builder
 	b.WriteString(`INSERT INTO herald_deliveries (id, event_id, event_type, channel, lane, recipient_id, address,
-		status, occurred_at, created_at, updated_at) VALUES `)
-	args := make([]any, 0, len(ds)*11)
+		status, occurred_at, created_at, updated_at, fallback_of) VALUES `)
+	args := make([]any, 0, len(ds)*12)
 	t := now()
 	for i, d := range ds {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?)")
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?)")
 		args = append(args, d.ID, d.EventID, d.EventType, string(d.Channel), string(d.Lane), d.RecipientID,
-			string(d.Address), string(notify.StatusQueued), d.OccurredAt.UnixMicro(), t, t)
+			string(d.Address), string(notify.StatusQueued), d.OccurredAt.UnixMicro(), t, t, d.FallbackOf)
 	}
 	b.WriteString(s.db.onConflictNothing("id"))
 	if _, err := tx.ExecContext(ctx, s.db.q(b.String()), args...); err != nil {
@@ -53,42 +53,107 @@ func (s *Deliveries) InsertQueued(ctx context.Context, tx Execer, ds []notify.De
 	return nil
 }
 
-// Start moves a delivery to sending and counts the attempt. It returns the current
-// status and false when the delivery is already terminal (nothing to do).
-func (s *Deliveries) Start(ctx context.Context, id string) (notify.Status, int, bool, error) {
-	const update = `UPDATE herald_deliveries SET status = ?, attempts = attempts + 1, updated_at = ?
-		WHERE id = ? AND status IN (?, ?)`
-	args := []any{string(notify.StatusSending), now(), id, string(notify.StatusQueued), string(notify.StatusSending)}
-	started := int64(0)
+// ClaimState is the outcome of a claim.
+type ClaimState int
+
+// Claim outcomes.
+const (
+	// Claimed: the caller holds the lease and may send.
+	Claimed ClaimState = iota
+	// ClaimDone: the delivery is terminal; nothing to do (a redelivered message).
+	ClaimDone
+	// ClaimBusy: another worker holds an unexpired lease.
+	ClaimBusy
+)
+
+// Claim is the result of Deliveries.Claim.
+type Claim struct {
+	State      ClaimState
+	Status     notify.Status
+	Attempts   int       // counting this one when Claimed
+	LeaseUntil time.Time // when ClaimBusy: when the other worker's lease ends
+	CreatedAt  time.Time
+}
+
+// Claim takes a delivery for sending: a queued delivery, or one whose previous
+// holder's lease ran out (it crashed or hung), moves to sending under owner's lease
+// and counts an attempt. It is the deduplication step every instance shares: the
+// lease is released on failure (Release) and committed on success (MarkSent), so a
+// failure never drops a message and a success is never sent twice by another worker.
+func (s *Deliveries) Claim(ctx context.Context, id, owner string, lease time.Duration) (Claim, error) {
+	t := now()
+	const update = `UPDATE herald_deliveries SET status = ?, attempts = attempts + 1, lease_owner = ?, lease_until = ?,
+		updated_at = ? WHERE id = ? AND (status = ? OR (status = ? AND lease_until < ?))`
+	args := []any{string(notify.StatusSending), owner, t + lease.Microseconds(), t, id,
+		string(notify.StatusQueued), string(notify.StatusSending), t}
 	if s.db.Dialect == MySQL { // no UPDATE ... RETURNING: read the row afterwards
 		res, err := s.db.W.ExecContext(ctx, s.db.q(update), args...)
 		if err != nil {
-			return "", 0, false, fmt.Errorf("starting delivery %s: %w", id, err)
+			return Claim{}, fmt.Errorf("claiming delivery %s: %w", id, err)
 		}
-		if started, err = res.RowsAffected(); err != nil {
-			return "", 0, false, fmt.Errorf("starting delivery %s: %w", id, err)
+		n, err := res.RowsAffected()
+		if err != nil {
+			return Claim{}, fmt.Errorf("claiming delivery %s: %w", id, err)
 		}
-	} else {
-		var attempts int
-		err := s.db.W.QueryRowContext(ctx, s.db.q(update+` RETURNING attempts`), args...).Scan(&attempts)
-		if err == nil {
-			return notify.StatusSending, attempts, true, nil
+		c, err := s.claimState(ctx, id)
+		if n == 1 {
+			c.State = Claimed
 		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return "", 0, false, fmt.Errorf("starting delivery %s: %w", id, err)
-		}
+		return c, err
 	}
-	d, err := s.getFrom(ctx, s.db.W, id)
-	if err != nil {
-		return "", 0, false, fmt.Errorf("starting delivery %s: %w", id, err)
+	var attempts int
+	var created int64
+	err := s.db.W.QueryRowContext(ctx, s.db.q(update+` RETURNING attempts, created_at`), args...).Scan(&attempts, &created)
+	if err == nil {
+		return Claim{State: Claimed, Status: notify.StatusSending, Attempts: attempts, CreatedAt: fromMicros(created)}, nil
 	}
-	return d.Status, d.Attempts, started == 1, nil
+	if !errors.Is(err, sql.ErrNoRows) {
+		return Claim{}, fmt.Errorf("claiming delivery %s: %w", id, err)
+	}
+	return s.claimState(ctx, id)
 }
 
-// MarkSent records the provider's acceptance.
+func (s *Deliveries) claimState(ctx context.Context, id string) (Claim, error) {
+	var st string
+	var attempts int
+	var until, created int64
+	err := s.db.W.QueryRowContext(ctx, s.db.q(`SELECT status, attempts, lease_until, created_at FROM herald_deliveries WHERE id = ?`), id).
+		Scan(&st, &attempts, &until, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Claim{}, fmt.Errorf("claiming delivery %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Claim{}, fmt.Errorf("claiming delivery %s: %w", id, err)
+	}
+	c := Claim{State: ClaimBusy, Status: notify.Status(st), Attempts: attempts, LeaseUntil: fromMicros(until), CreatedAt: fromMicros(created)}
+	if c.Status.Terminal() {
+		c.State = ClaimDone
+	}
+	return c, nil
+}
+
+// Release gives a claimed delivery back (status queued) after a failure, with the
+// reason. counted=false takes back the attempt the claim counted: the provider was
+// never called (its breaker was open, or a throttle deferred the send). Only the
+// lease's owner can release it.
+func (s *Deliveries) Release(ctx context.Context, id, owner, reason string, counted bool) error {
+	undo := 0
+	if !counted {
+		undo = 1
+	}
+	_, err := s.db.W.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, last_error = ?, attempts = attempts - ?,
+		lease_owner = '', lease_until = 0, updated_at = ? WHERE id = ? AND status = ? AND lease_owner = ?`),
+		string(notify.StatusQueued), truncate(reason), undo, now(), id, string(notify.StatusSending), owner)
+	if err != nil {
+		return fmt.Errorf("releasing delivery %s: %w", id, err)
+	}
+	return nil
+}
+
+// MarkSent records the provider's acceptance and ends the lease.
 func (s *Deliveries) MarkSent(ctx context.Context, id string, r notify.Receipt, at time.Time) error {
 	_, err := s.db.W.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, provider = ?, provider_message_id = ?,
-		last_error = '', sent_at = ?, updated_at = ? WHERE id = ?`),
+		last_error = '', sent_at = ?, lease_owner = '', lease_until = 0, updated_at = ? WHERE id = ?`),
 		string(notify.StatusSent), r.Provider, r.ProviderMessageID, at.UnixMicro(), now(), id)
 	if err != nil {
 		return fmt.Errorf("marking delivery %s sent: %w", id, err)
@@ -96,22 +161,11 @@ func (s *Deliveries) MarkSent(ctx context.Context, id string, r notify.Receipt, 
 	return nil
 }
 
-// MarkRetrying records a transient failure; the delivery goes back to queued.
-func (s *Deliveries) MarkRetrying(ctx context.Context, id, reason string) error {
-	_, err := s.db.W.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, last_error = ?, updated_at = ?
-		WHERE id = ? AND status IN (?, ?)`),
-		string(notify.StatusQueued), truncate(reason), now(), id, string(notify.StatusQueued), string(notify.StatusSending))
-	if err != nil {
-		return fmt.Errorf("recording retry of delivery %s: %w", id, err)
-	}
-	return nil
-}
-
 // MarkEnded sets a terminal status other than sent (failed, expired, poisoned) with the
 // reason. A delivery already sent keeps its status.
 func (s *Deliveries) MarkEnded(ctx context.Context, id string, st notify.Status, reason string) error {
-	_, err := s.db.W.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, last_error = ?, updated_at = ?
-		WHERE id = ? AND status NOT IN (?, ?)`),
+	_, err := s.db.W.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, last_error = ?, lease_owner = '',
+		lease_until = 0, updated_at = ? WHERE id = ? AND status NOT IN (?, ?)`),
 		string(st), truncate(reason), now(), id, string(notify.StatusSent), string(notify.StatusDelivered))
 	if err != nil {
 		return fmt.Errorf("marking delivery %s %s: %w", id, st, err)
@@ -127,7 +181,7 @@ func truncate(s string) string {
 }
 
 const deliveryColumns = `id, event_id, event_type, channel, lane, recipient_id, address, status, attempts,
-	last_error, provider, provider_message_id, occurred_at, created_at, updated_at, sent_at`
+	last_error, provider, provider_message_id, occurred_at, created_at, updated_at, sent_at, fallback_of`
 
 func scanDelivery(sc interface{ Scan(...any) error }) (notify.Delivery, error) {
 	var d notify.Delivery
@@ -135,7 +189,7 @@ func scanDelivery(sc interface{ Scan(...any) error }) (notify.Delivery, error) {
 	var occ, created, updated int64
 	var sent sql.NullInt64
 	if err := sc.Scan(&d.ID, &d.EventID, &d.EventType, &ch, &lane, &d.RecipientID, &addr, &st, &d.Attempts,
-		&d.LastError, &d.Provider, &d.ProviderMessageID, &occ, &created, &updated, &sent); err != nil {
+		&d.LastError, &d.Provider, &d.ProviderMessageID, &occ, &created, &updated, &sent, &d.FallbackOf); err != nil {
 		return d, err
 	}
 	d.Channel, d.Lane, d.Address, d.Status = notify.Channel(ch), notify.Lane(lane), notify.Address(addr), notify.Status(st)
@@ -262,6 +316,10 @@ type Summary struct {
 	ByChannel map[notify.Channel]int
 	// LatenciesMs are sent_at - occurred_at of every sent delivery, in milliseconds.
 	LatenciesMs []float64
+	// Retries counts provider calls beyond each delivery's first.
+	Retries int
+	// Fallbacks counts deliveries created as another's fallback.
+	Fallbacks int
 }
 
 // Summarize counts the deliveries of events whose id starts with prefix.
@@ -285,6 +343,11 @@ func (s *Deliveries) Summarize(ctx context.Context, prefix string, withLatencies
 	}
 	if err := rows.Err(); err != nil {
 		return sum, err
+	}
+	if err := s.db.R.QueryRowContext(ctx, s.db.q(`SELECT COALESCE(SUM(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END), 0),
+		COALESCE(SUM(CASE WHEN fallback_of <> '' THEN 1 ELSE 0 END), 0) FROM herald_deliveries WHERE event_id LIKE ? ESCAPE '!'`),
+		likePrefix(prefix)).Scan(&sum.Retries, &sum.Fallbacks); err != nil {
+		return sum, fmt.Errorf("summarizing retries: %w", err)
 	}
 	if !withLatencies {
 		return sum, nil

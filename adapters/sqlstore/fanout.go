@@ -12,15 +12,17 @@ import (
 	"github.com/heraldhq/herald/notify"
 )
 
-// CommitFanOut records an event's notification and deliveries and publishes the
+// CommitFanOut records an event's notification (unless n has no id) and deliveries and publishes the
 // delivery messages to their topics, all in one transaction: either the fan-out
 // happened completely or not at all. Running it again for the same event changes
 // nothing already recorded (deliveries keep their status) and republishes the messages,
 // which the delivery handlers absorb by delivery id.
 func (db *DB) CommitFanOut(ctx context.Context, n Notification, ds []notify.Delivery, msgs map[string][]*message.Message) error {
 	return db.InTx(ctx, func(tx *sql.Tx) error {
-		if err := db.Notifications().Record(ctx, tx, n, len(ds)); err != nil {
-			return err
+		if n.ID != "" { // a fallback adds a delivery to a recorded notification
+			if err := db.Notifications().Record(ctx, tx, n, len(ds)); err != nil {
+				return err
+			}
 		}
 		if err := db.Deliveries().InsertQueued(ctx, tx, ds); err != nil {
 			return err

@@ -3,15 +3,37 @@ package sqlstore
 import (
 	"context"
 	"fmt"
+
+	"github.com/heraldhq/herald/notify"
 )
 
 // Topics every Herald database has: the outbox (EventsTopic) and one topic per channel.
 const (
 	EventsTopic = "events"
+	// CriticalEventsTopic is the outbox of the critical lane (one-time passwords,
+	// security and fraud alerts): its own table, consumed by its own handler, so a
+	// backlog in EventsTopic never delays it.
+	CriticalEventsTopic = "events.critical"
 )
 
-// DeliveryTopic is the topic carrying messages of one channel.
-func DeliveryTopic(channel string) string { return "deliveries." + channel }
+// IsOutboxTopic reports whether topic is an outbox (JSON payload written by cores).
+func IsOutboxTopic(topic string) bool { return topic == EventsTopic || topic == CriticalEventsTopic }
+
+// EventsTopicFor is the outbox topic of a lane.
+func EventsTopicFor(l notify.Lane) string {
+	if l == notify.LaneCritical {
+		return CriticalEventsTopic
+	}
+	return EventsTopic
+}
+
+// DeliveryTopic is the topic carrying messages of one channel in one lane.
+func DeliveryTopic(channel string, l notify.Lane) string {
+	if l == notify.LaneCritical {
+		return "deliveries." + channel + ".critical"
+	}
+	return "deliveries." + channel
+}
 
 // schemaSQLite creates Herald's stores. Times are microseconds since the Unix epoch.
 var schemaSQLite = []string{
@@ -49,7 +71,10 @@ var schemaSQLite = []string{
 		occurred_at INTEGER NOT NULL,
 		created_at INTEGER NOT NULL,
 		updated_at INTEGER NOT NULL,
-		sent_at INTEGER
+		sent_at INTEGER,
+		lease_owner TEXT NOT NULL DEFAULT '',
+		lease_until INTEGER NOT NULL DEFAULT 0,
+		fallback_of TEXT NOT NULL DEFAULT ''
 	)`,
 	`CREATE INDEX IF NOT EXISTS herald_deliveries_event ON herald_deliveries (event_id)`,
 	`CREATE INDEX IF NOT EXISTS herald_deliveries_page ON herald_deliveries (created_at, id)`,
@@ -90,6 +115,22 @@ var schemaSQLite = []string{
 		notification_id TEXT NOT NULL,
 		created_at INTEGER NOT NULL
 	)`,
+	`CREATE TABLE IF NOT EXISTS herald_delayed (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		topic TEXT NOT NULL,
+		uuid TEXT NOT NULL,
+		payload BLOB NOT NULL,
+		metadata TEXT NOT NULL DEFAULT '{}',
+		due_at INTEGER NOT NULL,
+		created_at INTEGER NOT NULL
+	)`,
+	`CREATE INDEX IF NOT EXISTS herald_delayed_due ON herald_delayed (due_at)`,
+	`CREATE TABLE IF NOT EXISTS herald_recipient_windows (
+		addr_key TEXT NOT NULL,
+		window_start INTEGER NOT NULL,
+		sends INTEGER NOT NULL DEFAULT 0,
+		PRIMARY KEY (addr_key, window_start)
+	)`,
 }
 
 // schemaPostgres is schemaSQLite for PostgreSQL.
@@ -104,7 +145,8 @@ var schemaPostgres = []string{
 		id TEXT PRIMARY KEY, event_id TEXT NOT NULL, event_type TEXT NOT NULL, channel TEXT NOT NULL, lane TEXT NOT NULL,
 		recipient_id TEXT NOT NULL DEFAULT '', address TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
 		last_error TEXT NOT NULL DEFAULT '', provider TEXT NOT NULL DEFAULT '', provider_message_id TEXT NOT NULL DEFAULT '',
-		occurred_at BIGINT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, sent_at BIGINT)`,
+		occurred_at BIGINT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, sent_at BIGINT,
+		lease_owner TEXT NOT NULL DEFAULT '', lease_until BIGINT NOT NULL DEFAULT 0, fallback_of TEXT NOT NULL DEFAULT '')`,
 	`CREATE INDEX IF NOT EXISTS herald_deliveries_event ON herald_deliveries (event_id text_pattern_ops)`,
 	`CREATE INDEX IF NOT EXISTS herald_deliveries_page ON herald_deliveries (created_at, id)`,
 	`CREATE INDEX IF NOT EXISTS herald_deliveries_status ON herald_deliveries (status, created_at, id)`,
@@ -121,6 +163,13 @@ var schemaPostgres = []string{
 	`CREATE INDEX IF NOT EXISTS herald_sandbox_sends_delivery ON herald_sandbox_sends (delivery_id)`,
 	`CREATE TABLE IF NOT EXISTS herald_idempotency_keys (
 		idem_key TEXT PRIMARY KEY, notification_id TEXT NOT NULL, created_at BIGINT NOT NULL)`,
+	`CREATE TABLE IF NOT EXISTS herald_delayed (
+		id BIGSERIAL PRIMARY KEY, topic TEXT NOT NULL, uuid TEXT NOT NULL, payload BYTEA NOT NULL,
+		metadata TEXT NOT NULL DEFAULT '{}', due_at BIGINT NOT NULL, created_at BIGINT NOT NULL)`,
+	`CREATE INDEX IF NOT EXISTS herald_delayed_due ON herald_delayed (due_at)`,
+	`CREATE TABLE IF NOT EXISTS herald_recipient_windows (
+		addr_key TEXT NOT NULL, window_start BIGINT NOT NULL, sends INTEGER NOT NULL DEFAULT 0,
+		PRIMARY KEY (addr_key, window_start))`,
 }
 
 // schemaMySQL is schemaSQLite for MySQL and MariaDB (InnoDB, utf8mb4; indexes inline
@@ -139,6 +188,7 @@ var schemaMySQL = []string{
 		status VARCHAR(16) NOT NULL, attempts INT NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT (''),
 		provider VARCHAR(64) NOT NULL DEFAULT '', provider_message_id VARCHAR(255) NOT NULL DEFAULT '',
 		occurred_at BIGINT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, sent_at BIGINT NULL,
+		lease_owner VARCHAR(64) NOT NULL DEFAULT '', lease_until BIGINT NOT NULL DEFAULT 0, fallback_of VARCHAR(64) NOT NULL DEFAULT '',
 		INDEX herald_deliveries_event (event_id), INDEX herald_deliveries_page (created_at, id),
 		INDEX herald_deliveries_status (status, created_at, id)) CHARACTER SET utf8mb4`,
 	`CREATE TABLE IF NOT EXISTS herald_inbox (
@@ -155,6 +205,37 @@ var schemaMySQL = []string{
 		INDEX herald_sandbox_sends_delivery (delivery_id)) CHARACTER SET utf8mb4`,
 	`CREATE TABLE IF NOT EXISTS herald_idempotency_keys (
 		idem_key VARCHAR(512) PRIMARY KEY, notification_id VARCHAR(255) NOT NULL, created_at BIGINT NOT NULL) CHARACTER SET utf8mb4`,
+	`CREATE TABLE IF NOT EXISTS herald_delayed (
+		id BIGINT AUTO_INCREMENT PRIMARY KEY, topic VARCHAR(255) NOT NULL, uuid VARCHAR(255) NOT NULL, payload LONGBLOB NOT NULL,
+		metadata TEXT NOT NULL DEFAULT ('{}'), due_at BIGINT NOT NULL, created_at BIGINT NOT NULL,
+		INDEX herald_delayed_due (due_at)) CHARACTER SET utf8mb4`,
+	`CREATE TABLE IF NOT EXISTS herald_recipient_windows (
+		addr_key VARCHAR(64) NOT NULL, window_start BIGINT NOT NULL, sends INT NOT NULL DEFAULT 0,
+		PRIMARY KEY (addr_key, window_start)) CHARACTER SET utf8mb4`,
+}
+
+// addedColumns are columns added to tables after their first release; Migrate adds them
+// to databases created before.
+var addedColumns = []struct{ table, column, sqlite, postgres, mysql string }{
+	{"herald_deliveries", "lease_owner", "TEXT NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''", "VARCHAR(64) NOT NULL DEFAULT ''"},
+	{"herald_deliveries", "lease_until", "INTEGER NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0"},
+	{"herald_deliveries", "fallback_of", "TEXT NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''", "VARCHAR(64) NOT NULL DEFAULT ''"},
+}
+
+func (db *DB) addColumns(ctx context.Context) error {
+	for _, c := range addedColumns {
+		// A SELECT of the column fails exactly when it is missing.
+		var one int
+		err := db.W.QueryRowContext(ctx, "SELECT COUNT("+c.column+") FROM "+c.table+" WHERE 1 = 0").Scan(&one)
+		if err == nil {
+			continue
+		}
+		def := map[Dialect]string{SQLite: c.sqlite, Postgres: c.postgres, MySQL: c.mysql}[db.Dialect]
+		if _, err := db.W.ExecContext(ctx, "ALTER TABLE "+c.table+" ADD COLUMN "+c.column+" "+def); err != nil {
+			return fmt.Errorf("adding %s.%s: %w", c.table, c.column, err)
+		}
+	}
+	return nil
 }
 
 // Migrate creates every table Herald uses, idempotently: the stores, the outbox topic
@@ -166,9 +247,12 @@ func (db *DB) Migrate(ctx context.Context, channels []string) error {
 			return fmt.Errorf("migrating %s: %w", db.Location, err)
 		}
 	}
-	topics := []string{EventsTopic}
+	if err := db.addColumns(ctx); err != nil {
+		return fmt.Errorf("migrating %s: %w", db.Location, err)
+	}
+	topics := []string{EventsTopic, CriticalEventsTopic}
 	for _, ch := range channels {
-		topics = append(topics, DeliveryTopic(ch))
+		topics = append(topics, DeliveryTopic(ch, notify.LaneNormal), DeliveryTopic(ch, notify.LaneCritical))
 	}
 	for _, t := range topics {
 		if err := db.InitTopic(t); err != nil {
@@ -176,20 +260,26 @@ func (db *DB) Migrate(ctx context.Context, channels []string) error {
 		}
 	}
 	// GET /v1/notifications/{id} looks events up by id while they wait in the outbox.
-	return db.indexOutbox(ctx)
+	for _, t := range []string{EventsTopic, CriticalEventsTopic} {
+		if err := db.indexOutbox(ctx, TopicTable(t)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-func (db *DB) indexOutbox(ctx context.Context) error {
+func (db *DB) indexOutbox(ctx context.Context, table string) error {
+	index := table + "_uuid"
 	if db.Dialect == MySQL {
 		var n int
 		if err := db.R.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE()
-			AND table_name = ? AND index_name = 'herald_events_uuid'`, TopicTable(EventsTopic)).Scan(&n); err != nil || n > 0 {
+			AND table_name = ? AND index_name = ?`, table, index).Scan(&n); err != nil || n > 0 {
 			return err
 		}
-		_, err := db.W.ExecContext(ctx, "CREATE INDEX herald_events_uuid ON `"+TopicTable(EventsTopic)+"` (uuid)")
+		_, err := db.W.ExecContext(ctx, "CREATE INDEX "+index+" ON `"+table+"` (uuid)")
 		return err
 	}
-	if _, err := db.W.ExecContext(ctx, db.q(`CREATE INDEX IF NOT EXISTS herald_events_uuid ON "`+TopicTable(EventsTopic)+`" (uuid)`)); err != nil {
+	if _, err := db.W.ExecContext(ctx, `CREATE INDEX IF NOT EXISTS `+index+` ON "`+table+`" (uuid)`); err != nil {
 		return fmt.Errorf("indexing the outbox: %w", err)
 	}
 	return nil

@@ -33,7 +33,7 @@ func mysqlTable(topic string) string { return "`" + TopicTable(topic) + "`" }
 // SchemaInitializingQueries creates the topic table.
 func (s MySQLQueueSchema) SchemaInitializingQueries(p wsql.SchemaInitializingQueriesParams) ([]wsql.Query, error) {
 	payload := "LONGBLOB"
-	if p.Topic == EventsTopic {
+	if IsOutboxTopic(p.Topic) {
 		payload = "JSON"
 	}
 	return []wsql.Query{{Query: "CREATE TABLE IF NOT EXISTS " + mysqlTable(p.Topic) + " (" +

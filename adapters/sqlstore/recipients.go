@@ -119,15 +119,17 @@ func (s *Notifications) Get(ctx context.Context, id string) (Notification, error
 	if !errors.Is(err, sql.ErrNoRows) {
 		return n, fmt.Errorf("reading poison queue: %w", err)
 	}
-	var one int
-	err = s.db.R.QueryRowContext(ctx, s.db.q(`SELECT 1 FROM "`+TopicTable(EventsTopic)+`" WHERE uuid = ? LIMIT 1`), id).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return n, ErrNotFound
+	for _, t := range []string{EventsTopic, CriticalEventsTopic} {
+		var one int
+		err = s.db.R.QueryRowContext(ctx, s.db.q(`SELECT 1 FROM "`+TopicTable(t)+`" WHERE uuid = ? LIMIT 1`), id).Scan(&one)
+		if err == nil {
+			return Notification{ID: id, Status: NotificationPending}, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return n, fmt.Errorf("reading outbox: %w", err)
+		}
 	}
-	if err != nil {
-		return n, fmt.Errorf("reading outbox: %w", err)
-	}
-	return Notification{ID: id, Status: NotificationPending}, nil
+	return n, ErrNotFound
 }
 
 // ClaimIdempotencyKey binds key to notificationID inside tx. It returns the id already

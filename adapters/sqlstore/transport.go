@@ -73,7 +73,7 @@ func (db *DB) OffsetsAdapter() wsql.OffsetsAdapter {
 // database and readable by people; Herald's internal topics carry opaque bytes.
 func payloadType(outbox, internal string) func(string) string {
 	return func(topic string) string {
-		if topic == EventsTopic {
+		if IsOutboxTopic(topic) {
 			return outbox
 		}
 		return internal

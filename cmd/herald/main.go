@@ -78,6 +78,11 @@ type demoCmd struct {
 	Timeout       time.Duration `help:"Give up when not every delivery has ended by then." default:"10m"`
 	JSON          bool          `name:"json" help:"Print exactly one JSON object on stdout."`
 	Verbose       bool          `help:"Log every send (otherwise only warnings)."`
+
+	FailRate          string   `name:"fail-rate" help:"Share (0..1) of sandbox sends that fail transiently: a number, or channel=number,... (sets --sandbox-fail-rate)."`
+	PermanentFailRate string   `name:"permanent-fail-rate" help:"Share (0..1) of sandbox sends rejected for good (sets --sandbox-permanent-fail-rate)."`
+	Latency           string   `name:"latency" help:"Latency of each sandbox send: a duration, or channel=duration,... (sets --sandbox-latency)."`
+	Outage            []string `name:"outage" sep:"," help:"Sandbox provider outages, channel:start+duration from start-up, e.g. sms:5s+30s (sets --sandbox-outage)."`
 }
 
 func (c *demoCmd) Run() error {
@@ -88,6 +93,18 @@ func (c *demoCmd) Run() error {
 	logger := newLogger(c.LogFormat, level, os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if c.FailRate != "" {
+		c.SandboxFailRate = c.FailRate
+	}
+	if c.PermanentFailRate != "" {
+		c.SandboxPermanentFailRate = c.PermanentFailRate
+	}
+	if c.Latency != "" {
+		c.SandboxLatency = c.Latency
+	}
+	if len(c.Outage) > 0 {
+		c.SandboxOutages = c.Outage
+	}
 	svc, err := service.Open(ctx, c.Config, logger)
 	if err != nil {
 		return err
@@ -117,6 +134,8 @@ func (c *demoCmd) Run() error {
 	fmt.Printf("  deliveries:   %d by status %v\n", sum.Deliveries.Total, sum.Deliveries.ByStatus)
 	fmt.Printf("                by channel %v\n", sum.Deliveries.ByChannel)
 	fmt.Printf("  duplicates:   %d\n", sum.Duplicates)
+	fmt.Printf("  reliability:  %d retries, %d requeued, %d expired, %d failed, %d fallbacks\n",
+		sum.Retries, sum.Requeued, sum.Expired, sum.Failed, sum.Fallbacks)
 	fmt.Printf("  latency (ms): p50 %.1f  p95 %.1f  p99 %.1f  max %.1f (outbox commit -> provider accepted)\n",
 		sum.LatencyMs.P50, sum.LatencyMs.P95, sum.LatencyMs.P99, sum.LatencyMs.Max)
 	return nil

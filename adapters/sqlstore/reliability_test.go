@@ -1,0 +1,154 @@
+package sqlstore_test
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/internal/testdb"
+	"github.com/heraldhq/herald/notify"
+)
+
+func eachDB(t *testing.T, fn func(t *testing.T, db *sqlstore.DB)) {
+	urls := map[string]func(t *testing.T) string{
+		"sqlite":   func(t *testing.T) string { return "sqlite://" + filepath.Join(t.TempDir(), "h.db") },
+		"postgres": func(t *testing.T) string { return testdb.Postgres(t) },
+		"mysql":    func(t *testing.T) string { return testdb.MySQL(t) },
+	}
+	for name, url := range urls {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			db, err := sqlstore.OpenWith(context.Background(), url(t), sqlstore.Options{MaxConns: 8})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = db.Close() })
+			if err := db.Migrate(context.Background(), []string{"sms"}); err != nil {
+				t.Fatal(err)
+			}
+			fn(t, db)
+		})
+	}
+}
+
+// Many workers race for one delivery: exactly one holds the lease at a time, and once
+// it is sent nobody claims it again.
+func TestClaimIsExclusive(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		s := db.Deliveries()
+		id := notify.DeliveryID("e1", notify.ChannelSMS, "+8613800138000")
+		if err := s.InsertQueued(ctx, db.W, []notify.Delivery{{ID: id, EventID: "e1", EventType: "x", Channel: notify.ChannelSMS,
+			Lane: notify.LaneNormal, Address: "+8613800138000", OccurredAt: time.Now()}}); err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		states := map[sqlstore.ClaimState]int{}
+		var wg sync.WaitGroup
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := s.Claim(ctx, id, "w"+string(rune('a'+i)), time.Minute)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				states[c.State]++
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		if states[sqlstore.Claimed] != 1 || states[sqlstore.ClaimBusy] != 7 {
+			t.Fatalf("claims: %v, want one claimed and seven busy", states)
+		}
+		// Only the owner can release.
+		if err := s.Release(ctx, id, "intruder", "x", true); err != nil {
+			t.Fatal(err)
+		}
+		if d, _ := s.Get(ctx, id); d.Status != notify.StatusSending {
+			t.Fatalf("released by a non-owner: %+v", d)
+		}
+		if err := s.MarkSent(ctx, id, notify.Receipt{Provider: "p"}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if c, err := s.Claim(ctx, id, "late", time.Minute); err != nil || c.State != sqlstore.ClaimDone {
+			t.Fatalf("claim after sent: %+v %v", c, err)
+		}
+		if _, err := s.Claim(ctx, "dlv_unknown", "w", time.Minute); err == nil {
+			t.Fatal("claiming an unknown delivery must fail")
+		}
+	})
+}
+
+func TestDelayedMovesDueMessagesOnce(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		d := db.Delayed()
+		topic := sqlstore.DeliveryTopic("sms", notify.LaneNormal)
+		due := message.NewMessage("m-due", []byte(`{"x":1}`))
+		due.Metadata.Set("delivery_id", "dlv_1")
+		if err := d.Add(ctx, topic, due, time.Now().Add(-time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Add(ctx, topic, message.NewMessage("m-later", []byte(`{}`)), time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		n, err := d.MoveDue(ctx, 100, nil)
+		if err != nil || n != 1 {
+			t.Fatalf("moved %d (%v), want 1", n, err)
+		}
+		if n, err := d.MoveDue(ctx, 100, nil); err != nil || n != 0 {
+			t.Fatalf("second move %d (%v), want 0", n, err)
+		}
+		if left, _ := d.Count(ctx); left != 1 {
+			t.Fatalf("%d parked, want 1", left)
+		}
+		var uuid string
+		var rows int
+		q := db.Rebind(`SELECT uuid, (SELECT COUNT(*) FROM ` + quote(db, sqlstore.TopicTable(topic)) + `) FROM ` +
+			quote(db, sqlstore.TopicTable(topic)) + ` LIMIT 1`)
+		if err := db.R.QueryRow(q).Scan(&uuid, &rows); err != nil || uuid != "m-due" || rows != 1 {
+			t.Fatalf("topic holds %d rows, first %q (%v)", rows, uuid, err)
+		}
+	})
+}
+
+func TestRecipientWindowsCount(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		w := db.RecipientWindows()
+		start := time.Now().Truncate(time.Hour)
+		for i := 1; i <= 3; i++ {
+			n, err := w.Incr(ctx, "+8613800138000", start)
+			if err != nil || n != i {
+				t.Fatalf("incr %d: %d %v", i, n, err)
+			}
+		}
+		if n, err := w.Incr(ctx, "+8613800138000", start.Add(time.Hour)); err != nil || n != 1 {
+			t.Fatalf("next window: %d %v", n, err)
+		}
+		if err := w.Prune(ctx, start.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := w.Incr(ctx, "+8613800138000", start); err != nil || n != 1 {
+			t.Fatalf("after prune: %d %v", n, err)
+		}
+	})
+}
+
+func quote(db *sqlstore.DB, table string) string {
+	if db.Dialect == sqlstore.MySQL {
+		return "`" + table + "`"
+	}
+	return `"` + table + `"`
+}
