@@ -44,7 +44,7 @@ type Config struct {
 	BatchSize    int           `name:"batch-size" env:"HERALD_BATCH_SIZE" default:"100" help:"Rows one SQL subscriber query reads."`
 	MaxRetries   int           `name:"max-retries" env:"HERALD_MAX_RETRIES" default:"2" help:"Quick in-process retries of a transient failure before the message is parked in the persistent requeue (deliveries) or redelivered (events)."`
 
-	SendTimeout      time.Duration `name:"send-timeout" env:"HERALD_SEND_TIMEOUT" default:"30s" help:"Longest provider call; a delivery's lease lasts 15s longer."`
+	SendTimeout      time.Duration `name:"send-timeout" env:"HERALD_SEND_TIMEOUT" default:"30s" help:"Longest provider call; a delivery's lease lasts twice as long (a crashed instance's deliveries wait that long)."`
 	RetryMaxAttempts int           `name:"retry-max-attempts" env:"HERALD_RETRY_MAX_ATTEMPTS" default:"12" help:"Provider calls one delivery may take before a transient failure fails it."`
 	RetryMaxAge      time.Duration `name:"retry-max-age" env:"HERALD_RETRY_MAX_AGE" default:"24h" help:"Age after which a transient failure fails a delivery."`
 	RetryBudgets     []string      `name:"retry-budget" env:"HERALD_RETRY_BUDGET" sep:"," help:"Retry budget per event type, type=attempts/age (comma-separated), e.g. transaction.posted=20/48h."`

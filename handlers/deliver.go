@@ -54,7 +54,7 @@ type DeliverConfig struct {
 	// SendTimeout bounds one provider call. Default 30s.
 	SendTimeout time.Duration
 	// Lease is how long a claim keeps other workers off a delivery; it must outlast a
-	// send. Default SendTimeout + 15s.
+	// send. Default twice SendTimeout.
 	Lease time.Duration
 	// Owner identifies this worker's leases. Default: a random id.
 	Owner string
@@ -103,7 +103,7 @@ func NewDeliver(cfg DeliverConfig, logger *slog.Logger) (*Deliver, error) {
 		cfg.SendTimeout = 30 * time.Second
 	}
 	if cfg.Lease <= 0 {
-		cfg.Lease = cfg.SendTimeout + 15*time.Second
+		cfg.Lease = 2 * cfg.SendTimeout
 	}
 	if cfg.Lease <= cfg.SendTimeout {
 		return nil, fmt.Errorf("deliver: lease %s must be longer than the send timeout %s", cfg.Lease, cfg.SendTimeout)

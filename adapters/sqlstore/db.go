@@ -38,6 +38,11 @@ type DB struct {
 	Dialect Dialect
 	W       *sql.DB
 	R       *sql.DB
+	// sub serves the SQL subscribers on PostgreSQL and MySQL. A subscription holds a
+	// connection (its transaction) while its handler runs, and the handler needs W:
+	// sharing one bounded pool deadlocks as soon as the subscriptions outnumber it.
+	// Its size is bounded by the number of subscriptions.
+	sub *sql.DB
 	// Location is a printable form of where the database is, without credentials.
 	Location string
 }
@@ -125,11 +130,18 @@ func OpenWith(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 	pool.SetMaxOpenConns(opts.MaxConns)
 	pool.SetMaxIdleConns(opts.MaxConns)
 	pool.SetConnMaxIdleTime(5 * time.Minute)
-	db := &DB{Dialect: d, W: pool, R: pool, Location: redact(u)}
+	subs, err := sql.Open(driver, dsn)
+	if err != nil {
+		_ = pool.Close()
+		return nil, err
+	}
+	subs.SetMaxIdleConns(16)
+	subs.SetConnMaxIdleTime(time.Minute)
+	db := &DB{Dialect: d, W: pool, R: pool, sub: subs, Location: redact(u)}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := pool.PingContext(pctx); err != nil {
-		_ = pool.Close()
+		_ = db.Close()
 		return nil, fmt.Errorf("connecting to %s: %w", db.Location, err)
 	}
 	return db, nil
@@ -175,10 +187,14 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 
 // Close closes the pools.
 func (db *DB) Close() error {
-	if db.W == db.R {
-		return db.W.Close()
+	var err error
+	if db.sub != nil {
+		err = db.sub.Close()
 	}
-	return errors.Join(db.W.Close(), db.R.Close())
+	if db.W == db.R {
+		return errors.Join(err, db.W.Close())
+	}
+	return errors.Join(err, db.W.Close(), db.R.Close())
 }
 
 // InTx runs fn in a write transaction and commits it when fn returns nil.

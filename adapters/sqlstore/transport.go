@@ -87,6 +87,14 @@ func (db *DB) beginner() wsql.Beginner {
 	return wsql.BeginnerFromStdSQL(db.W)
 }
 
+// subBeginner is the subscribers' connection source.
+func (db *DB) subBeginner() wsql.Beginner {
+	if db.sub == nil {
+		return db.beginner()
+	}
+	return wsql.BeginnerFromStdSQL(db.sub)
+}
+
 // PostgresSchema is watermill-sql's PostgreSQL log schema with a default for the
 // transaction_id column, so that a core's plain INSERT needs no PostgreSQL function.
 type PostgresSchema struct {
@@ -128,7 +136,7 @@ func (db *DB) NewTxPublisher(tx wsql.ContextExecutor, logger watermill.LoggerAda
 // NewSubscriber returns a subscriber of SQL topics.
 func (db *DB) NewSubscriber(cfg TransportConfig, logger watermill.LoggerAdapter) (*Subscriber, error) {
 	cfg.setDefaults()
-	s, err := wsql.NewSubscriber(db.beginner(), wsql.SubscriberConfig{
+	s, err := wsql.NewSubscriber(db.subBeginner(), wsql.SubscriberConfig{
 		ConsumerGroup:    cfg.ConsumerGroup,
 		PollInterval:     cfg.PollInterval,
 		ResendInterval:   10 * time.Millisecond,

@@ -58,7 +58,7 @@ func twoInstances(t *testing.T, bin string, brokers []string) {
 	}
 	start := func(name string) *exec.Cmd {
 		args := []string{"serve", "--db", url, "--addr", "127.0.0.1:0", "--channels", "sms,email,inapp",
-			"--log-format", "json", "--log-level", "warn", "--sandbox-latency", "2ms"}
+			"--log-format", "json", "--log-level", "warn", "--sandbox-latency", "2ms", "--send-timeout", "1s"}
 		for _, b := range brokers {
 			args = append(args, "--kafka-brokers", b)
 		}
