@@ -26,6 +26,7 @@ type Config struct {
 	DBMaxConns int      `name:"db-max-conns" env:"HERALD_DB_MAX_CONNS" default:"16" help:"Connection pool size on PostgreSQL and MySQL."`
 	Addr       string   `name:"addr" env:"HERALD_HTTP_ADDR" default:"127.0.0.1:8080" help:"HTTP listen address."`
 	APIKeys    []string `name:"api-keys" env:"HERALD_API_KEYS" sep:"," help:"API keys accepted as 'Authorization: Bearer <key>' (comma-separated). Required unless listening on loopback."`
+	Providers  string   `name:"providers" env:"HERALD_PROVIDERS" help:"YAML file naming the real providers (docs/providers.md); channels without one use the sandbox."`
 	Channels   []string `name:"channels" env:"HERALD_CHANNELS" sep:"," default:"sms,email,inapp,wechat,push,webhook" help:"Channels to deliver."`
 
 	KafkaBrokers           []string `name:"kafka-brokers" env:"HERALD_KAFKA_BROKERS" sep:"," help:"Kafka brokers (host:port, comma-separated); turns on Kafka mode."`

@@ -74,6 +74,16 @@ func (m Message) LogValue() slog.Value {
 	)
 }
 
+// Report is a provider's delivery report (an SMS delivery receipt): whether the
+// message reached the handset. Reference is the delivery id Herald sent, MessageID the
+// provider's id; either identifies the delivery.
+type Report struct {
+	Reference string
+	MessageID string
+	Delivered bool
+	Reason    string
+}
+
 // Receipt is what a provider says when it accepts a message.
 type Receipt struct {
 	Provider          string

@@ -172,7 +172,7 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 		// after Kafka has the message, so a restart never loses a row (it may resend one,
 		// which the delivery store absorbs).
 		for _, t := range outboxes {
-			h := r.AddHandler("relay"+laneSuffix(t), t, sqlSub, kcfg.Topic(t), kpub,
+			h := r.AddHandler("relay"+laneSuffix(t), t, sqlSub, kcfg.Topic(t), sharedPublisher{kpub},
 				func(msg *message.Message) ([]*message.Message, error) { return []*message.Message{msg}, nil })
 			h.AddMiddleware(rt.common(cfg)...)
 		}
@@ -329,6 +329,12 @@ func (rt *Router) runRequeuer(ctx context.Context) {
 		}
 	}
 }
+
+// sharedPublisher is a publisher several handlers use: the router closes a handler's
+// publisher when the handler stops, and Sarama's must be closed once (by Router.Close).
+type sharedPublisher struct{ message.Publisher }
+
+func (sharedPublisher) Close() error { return nil }
 
 // kafkaFanOut records a fan-out in SQL, then publishes its messages to Kafka. Not one
 // transaction: a crash in between redelivers the event, whose fan-out then changes

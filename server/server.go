@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,15 @@ type Config struct {
 	BodyLimit int
 	// Ready reports whether the pipeline is running (for /readyz). Default: always.
 	Ready func() bool
+	// Reporters take delivery reports at POST /v1/receipts/{provider}, by provider
+	// name. They authenticate the provider's request themselves (signatures), so the
+	// route takes no API key.
+	Reporters map[string]Reporter
+}
+
+// Reporter verifies and decodes a provider's delivery reports.
+type Reporter interface {
+	ParseReports(header http.Header, body []byte) ([]notify.Report, error)
 }
 
 // Server is the HTTP API.
@@ -111,10 +121,11 @@ func (s *Server) routes() {
 	v1.Get("/poison", s.listPoison)
 	v1.Post("/poison/:id/replay", s.replayPoison)
 	v1.Delete("/poison/:id", s.deletePoison)
+	v1.Post("/receipts/:provider", s.postReceipts)
 }
 
 func (s *Server) auth(c *fiber.Ctx) error {
-	if len(s.keys) == 0 {
+	if len(s.keys) == 0 || strings.HasPrefix(c.Path(), "/v1/receipts/") {
 		return c.Next()
 	}
 	h := c.Get(fiber.HeaderAuthorization)
@@ -386,6 +397,38 @@ func (s *Server) replayPoison(c *fiber.Ctx) error {
 	}
 	s.log.Info("poisoned message replayed", "id", id, "topic", e.Topic, "uuid", e.MessageUUID)
 	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"replayed": id, "topic": e.Topic, "message_uuid": e.MessageUUID})
+}
+
+// postReceipts applies a provider's delivery reports. Unknown deliveries are counted
+// and ignored (a report may arrive for a message sent before a restore).
+func (s *Server) postReceipts(c *fiber.Ctx) error {
+	name := c.Params("provider")
+	rep, ok := s.cfg.Reporters[name]
+	if !ok {
+		return problem(fiber.StatusNotFound, fmt.Sprintf("no provider %q takes delivery reports", name))
+	}
+	header := http.Header{}
+	for k, v := range c.GetReqHeaders() {
+		header[k] = v
+	}
+	reports, err := rep.ParseReports(header, c.Body())
+	if err != nil {
+		s.log.Warn("delivery report refused", "provider", name, "error", err)
+		return problem(fiber.StatusUnauthorized, err.Error())
+	}
+	matched := 0
+	for _, r := range reports {
+		found, err := s.cfg.DB.Deliveries().RecordReport(c.UserContext(), name, r)
+		if err != nil {
+			return err
+		}
+		if found {
+			matched++
+		}
+	}
+	s.cfg.Metrics.GetOrCreateCounter(`herald_delivery_reports_total{matched="true"}`).Add(matched)
+	s.cfg.Metrics.GetOrCreateCounter(`herald_delivery_reports_total{matched="false"}`).Add(len(reports) - matched)
+	return c.JSON(fiber.Map{"received": len(reports), "matched": matched})
 }
 
 func (s *Server) deletePoison(c *fiber.Ctx) error {

@@ -85,11 +85,29 @@ func (s *Service) assemble(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	configured := Built{}
+	if cfg.Providers != "" {
+		f, err := LoadProviders(cfg.Providers)
+		if err != nil {
+			return err
+		}
+		if configured, err = f.Build(); err != nil {
+			return fmt.Errorf("providers file %s:\n%w", cfg.Providers, err)
+		}
+	}
 	providers := map[notify.Channel]handlers.Provider{}
 	for _, ch := range channels {
+		if p, ok := configured.ByChannel[ch]; ok {
+			providers[ch] = p
+			s.log.Info("channel provider", "channel", ch, "provider", configured.Names[ch])
+			continue
+		}
 		if ch == notify.ChannelInApp {
 			providers[ch] = in
 			continue
+		}
+		if cfg.Providers != "" {
+			s.log.Warn("no provider configured for the channel: the sandbox records its messages and sends nothing", "channel", ch)
 		}
 		if providers[ch], err = sandbox.New(sandbox.Config{Recorder: s.DB.SandboxSends(), Latency: latency[ch],
 			Faults: faults[ch]}, s.log); err != nil {
@@ -120,7 +138,7 @@ func (s *Service) assemble(ctx context.Context) error {
 	}
 	s.Server, err = server.New(server.Config{
 		DB: s.DB, Outbox: s.Outbox, Metrics: s.Metrics, APIKeys: cfg.APIKeys, BodyLimit: cfg.BodyLimit,
-		Ready: s.running.Load,
+		Ready: s.running.Load, Reporters: configured.Reporters,
 	}, s.log)
 	return err
 }

@@ -161,6 +161,25 @@ func (s *Deliveries) MarkSent(ctx context.Context, id string, r notify.Receipt, 
 	return nil
 }
 
+// RecordReport applies a provider's delivery report to the delivery it names (by
+// reference = delivery id, or by the provider's message id): sent becomes delivered or
+// undelivered. It returns false when no sent delivery of that provider matches.
+func (s *Deliveries) RecordReport(ctx context.Context, provider string, r notify.Report) (bool, error) {
+	st, reason := notify.StatusDelivered, ""
+	if !r.Delivered {
+		st, reason = notify.StatusUndelivered, truncate(r.Reason)
+	}
+	res, err := s.db.W.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, last_error = ?, updated_at = ?
+		WHERE provider = ? AND (id = ? OR (provider_message_id = ? AND provider_message_id <> ''))
+		AND status IN (?, ?, ?)`), string(st), reason, now(), provider, r.Reference, r.MessageID,
+		string(notify.StatusSent), string(notify.StatusDelivered), string(notify.StatusUndelivered))
+	if err != nil {
+		return false, fmt.Errorf("recording delivery report: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
 // MarkEnded sets a terminal status other than sent (failed, expired, poisoned) with the
 // reason. A delivery already sent keeps its status.
 func (s *Deliveries) MarkEnded(ctx context.Context, id string, st notify.Status, reason string) error {

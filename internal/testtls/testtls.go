@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"math/big"
 	"net"
 	"testing"
@@ -17,6 +18,14 @@ import (
 
 // New returns the server's TLS config and a client config that trusts it.
 func New(t testing.TB) (server, client *tls.Config) {
+	t.Helper()
+	server, client, _ = NewWithPEM(t)
+	return server, client
+}
+
+// NewWithPEM is New that also returns the certificate as PEM, for configs that take a
+// CA file.
+func NewWithPEM(t testing.TB) (server, client *tls.Config, caPEM []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -46,5 +55,5 @@ func New(t testing.TB) (server, client *tls.Config) {
 	server = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}},
 		MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
 	client = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
-	return server, client
+	return server, client, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
