@@ -4,6 +4,7 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -18,6 +19,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -58,6 +60,9 @@ type Server struct {
 	app  *fiber.App
 	log  *slog.Logger
 	keys [][]byte
+	// closing ends the inbox streams when the server shuts down.
+	closing   chan struct{}
+	closeOnce sync.Once
 }
 
 // New builds the API.
@@ -71,7 +76,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	if cfg.Ready == nil {
 		cfg.Ready = func() bool { return true }
 	}
-	s := &Server{cfg: cfg, log: logger}
+	s := &Server{cfg: cfg, log: logger, closing: make(chan struct{})}
 	for _, k := range cfg.APIKeys {
 		s.keys = append(s.keys, []byte(k))
 	}
@@ -98,7 +103,10 @@ func (s *Server) Listen(addr string) error { return s.app.Listen(addr) }
 func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(ln) }
 
 // Shutdown stops the server, letting requests in flight finish.
-func (s *Server) Shutdown(ctx context.Context) error { return s.app.ShutdownWithContext(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closeOnce.Do(func() { close(s.closing) })
+	return s.app.ShutdownWithContext(ctx)
+}
 
 func (s *Server) routes() {
 	s.app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
@@ -118,6 +126,8 @@ func (s *Server) routes() {
 	v1.Put("/recipients/:id", s.putRecipient)
 	v1.Get("/recipients/:id", s.getRecipient)
 	v1.Get("/recipients/:id/inbox", s.getInbox)
+	v1.Get("/recipients/:id/inbox/stream", s.streamInbox)
+	v1.Post("/recipients/:id/inbox/:msg/read", s.readInbox)
 	v1.Get("/poison", s.listPoison)
 	v1.Post("/poison/:id/replay", s.replayPoison)
 	v1.Delete("/poison/:id", s.deletePoison)
@@ -358,6 +368,88 @@ func (s *Server) getInbox(c *fiber.Ctx) error {
 		return err
 	}
 	return c.JSON(page)
+}
+
+func (s *Server) readInbox(c *fiber.Ctx) error {
+	id, err := strconv.ParseInt(c.Params("msg"), 10, 64)
+	if err != nil || id <= 0 {
+		return problem(fiber.StatusBadRequest, "invalid message id", notify.FieldError{Field: "msg", Reason: "must be a positive integer"})
+	}
+	at, err := s.cfg.DB.Inbox().MarkRead(c.UserContext(), c.Params("id"), id)
+	if errors.Is(err, sqlstore.ErrNotFound) {
+		return problem(fiber.StatusNotFound, fmt.Sprintf("recipient %q has no inbox message %d", c.Params("id"), id))
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"id": id, "read_at": at})
+}
+
+// streamInbox sends the recipient's new inbox messages as Server-Sent Events
+// ("event: message", id = message id, data = the message JSON) as they arrive, from
+// any instance: it polls the inbox table every 250 ms. A client reconnecting with
+// Last-Event-ID gets what it missed. A comment line every 15 s keeps proxies open.
+func (s *Server) streamInbox(c *fiber.Ctx) error {
+	recipient := c.Params("id")
+	inbox := s.cfg.DB.Inbox()
+	var last int64
+	if v := c.Get("Last-Event-ID"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return problem(fiber.StatusBadRequest, "invalid Last-Event-ID", notify.FieldError{Field: "Last-Event-ID", Reason: "must be a message id"})
+		}
+		last = n
+	} else {
+		n, err := inbox.Newest(c.UserContext(), recipient)
+		if err != nil {
+			return err
+		}
+		last = n
+	}
+	c.Set(fiber.HeaderContentType, "text/event-stream")
+	c.Set(fiber.HeaderCacheControl, "no-cache")
+	c.Set("X-Accel-Buffering", "no")
+	streams := s.cfg.Metrics.GetOrCreateGauge(`herald_inbox_streams`, nil)
+	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+		streams.Inc()
+		defer streams.Dec()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		poll := time.NewTicker(250 * time.Millisecond)
+		defer poll.Stop()
+		beat := time.Now()
+		if _, err := w.WriteString(": connected\n\n"); err != nil || w.Flush() != nil {
+			return
+		}
+		for {
+			select {
+			case <-s.closing:
+				return
+			case <-poll.C:
+			}
+			msgs, err := inbox.After(ctx, recipient, last, 100)
+			if err != nil {
+				s.log.Warn("inbox stream", "error", err)
+				continue
+			}
+			for _, m := range msgs {
+				b, _ := json.Marshal(m)
+				_, _ = fmt.Fprintf(w, "event: message\nid: %d\ndata: %s\n\n", m.ID, b)
+				last = m.ID
+			}
+			if len(msgs) == 0 && time.Since(beat) < 15*time.Second {
+				continue
+			}
+			if len(msgs) == 0 {
+				_, _ = w.WriteString(": keep-alive\n\n")
+			}
+			beat = time.Now()
+			if err := w.Flush(); err != nil {
+				return // the client went away
+			}
+		}
+	})
+	return nil
 }
 
 func (s *Server) listPoison(c *fiber.Ctx) error {
