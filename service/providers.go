@@ -16,6 +16,7 @@ import (
 	"github.com/heraldhq/herald/adapters/email"
 	"github.com/heraldhq/herald/adapters/sms/httpgw"
 	"github.com/heraldhq/herald/adapters/webhook"
+	"github.com/heraldhq/herald/adapters/wechat"
 	"github.com/heraldhq/herald/handlers"
 	"github.com/heraldhq/herald/notify"
 	"github.com/heraldhq/herald/server"
@@ -48,6 +49,13 @@ type ProviderConfig struct {
 
 	// sms-http, webhook
 	Secret string `yaml:"secret"`
+
+	// wechat
+	AppID     string            `yaml:"app_id"`
+	AppSecret string            `yaml:"app_secret"`
+	BaseURL   string            `yaml:"base_url"`
+	Templates map[string]string `yaml:"templates"` // event type -> template id
+	OpenURL   string            `yaml:"open_url"`
 }
 
 // ProvidersFile is the file --providers names.
@@ -127,11 +135,15 @@ func (f ProvidersFile) Build() (Built, error) {
 				p = gw
 				b.Reporters[pc.Name] = gw
 			}
+		case "wechat":
+			ch = defaultChannel(ch, notify.ChannelWeChat)
+			p, err = wechat.New(wechat.Config{Name: pc.Name, AppID: pc.AppID, AppSecret: pc.AppSecret, BaseURL: pc.BaseURL,
+				Templates: pc.Templates, URL: pc.OpenURL, Timeout: pc.Timeout, Client: client})
 		case "webhook":
 			ch = defaultChannel(ch, notify.ChannelWebhook)
 			p, err = webhook.New(webhook.Config{Name: pc.Name, Secret: pc.Secret, Timeout: pc.Timeout, Client: client})
 		default:
-			err = fmt.Errorf("unknown kind %q (smtp, sms-http, webhook)", pc.Kind)
+			err = fmt.Errorf("unknown kind %q (smtp, sms-http, wechat, webhook)", pc.Kind)
 		}
 		if err == nil && !ch.Valid() {
 			err = fmt.Errorf("unknown channel %q", ch)
