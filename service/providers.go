@@ -1,6 +1,7 @@
 package service
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/heraldhq/herald/adapters/email"
+	"github.com/heraldhq/herald/adapters/push"
 	"github.com/heraldhq/herald/adapters/sms/httpgw"
 	"github.com/heraldhq/herald/adapters/webhook"
 	"github.com/heraldhq/herald/adapters/wechat"
@@ -56,6 +58,16 @@ type ProviderConfig struct {
 	BaseURL   string            `yaml:"base_url"`
 	Templates map[string]string `yaml:"templates"` // event type -> template id
 	OpenURL   string            `yaml:"open_url"`
+
+	// push: APNs (token auth) and/or FCM (HTTP v1)
+	APNsKeyFile        string `yaml:"apns_key_file"`
+	APNsKeyID          string `yaml:"apns_key_id"`
+	APNsTeamID         string `yaml:"apns_team_id"`
+	APNsTopic          string `yaml:"apns_topic"`
+	APNsURL            string `yaml:"apns_url"`
+	FCMCredentialsFile string `yaml:"fcm_credentials_file"`
+	FCMProject         string `yaml:"fcm_project"`
+	FCMURL             string `yaml:"fcm_url"`
 }
 
 // ProvidersFile is the file --providers names.
@@ -101,8 +113,8 @@ type Built struct {
 	Reporters map[string]server.Reporter
 }
 
-// Build constructs the providers.
-func (f ProvidersFile) Build() (Built, error) {
+// Build constructs the providers; tokens forgets push tokens the services refuse.
+func (f ProvidersFile) Build(ctx context.Context, tokens push.TokenRemover) (Built, error) {
 	b := Built{ByChannel: map[notify.Channel]handlers.Provider{}, Names: map[notify.Channel]string{}, Reporters: map[string]server.Reporter{}}
 	seen := map[string]bool{}
 	var errs []error
@@ -139,11 +151,14 @@ func (f ProvidersFile) Build() (Built, error) {
 			ch = defaultChannel(ch, notify.ChannelWeChat)
 			p, err = wechat.New(wechat.Config{Name: pc.Name, AppID: pc.AppID, AppSecret: pc.AppSecret, BaseURL: pc.BaseURL,
 				Templates: pc.Templates, URL: pc.OpenURL, Timeout: pc.Timeout, Client: client})
+		case "push":
+			ch = defaultChannel(ch, notify.ChannelPush)
+			p, err = pc.push(ctx, tc, client, tokens)
 		case "webhook":
 			ch = defaultChannel(ch, notify.ChannelWebhook)
 			p, err = webhook.New(webhook.Config{Name: pc.Name, Secret: pc.Secret, Timeout: pc.Timeout, Client: client})
 		default:
-			err = fmt.Errorf("unknown kind %q (smtp, sms-http, wechat, webhook)", pc.Kind)
+			err = fmt.Errorf("unknown kind %q (smtp, sms-http, wechat, push, webhook)", pc.Kind)
 		}
 		if err == nil && !ch.Valid() {
 			err = fmt.Errorf("unknown channel %q", ch)
@@ -164,6 +179,36 @@ func defaultChannel(ch, def notify.Channel) notify.Channel {
 		return def
 	}
 	return ch
+}
+
+func (pc ProviderConfig) push(ctx context.Context, tc *tls.Config, client *http.Client, tokens push.TokenRemover) (handlers.Provider, error) {
+	var a *push.APNs
+	var f *push.FCM
+	if pc.APNsKeyFile != "" {
+		key, err := os.ReadFile(pc.APNsKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		if tc != nil {
+			tc = tc.Clone()
+			tc.ServerName = ""
+		}
+		if a, err = push.NewAPNs(push.APNsConfig{Name: pc.Name + "-apns", KeyPEM: key, KeyID: pc.APNsKeyID, TeamID: pc.APNsTeamID,
+			Topic: pc.APNsTopic, URL: pc.APNsURL, TLSConfig: tc, Timeout: pc.Timeout}); err != nil {
+			return nil, err
+		}
+	}
+	if pc.FCMCredentialsFile != "" {
+		creds, err := os.ReadFile(pc.FCMCredentialsFile)
+		if err != nil {
+			return nil, err
+		}
+		if f, err = push.NewFCM(ctx, push.FCMConfig{Name: pc.Name + "-fcm", CredentialsJSON: creds, ProjectID: pc.FCMProject,
+			URL: pc.FCMURL, Client: client, Timeout: pc.Timeout}); err != nil {
+			return nil, err
+		}
+	}
+	return push.New(a, f, tokens)
 }
 
 func (pc ProviderConfig) tls() (*tls.Config, *http.Client, error) {

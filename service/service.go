@@ -91,7 +91,7 @@ func (s *Service) assemble(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if configured, err = f.Build(); err != nil {
+		if configured, err = f.Build(ctx, s.DB.Recipients()); err != nil {
 			return fmt.Errorf("providers file %s:\n%w", cfg.Providers, err)
 		}
 	}

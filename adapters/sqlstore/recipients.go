@@ -61,6 +61,52 @@ func (s *Recipients) Get(ctx context.Context, id string) (notify.Recipient, erro
 	return r, nil
 }
 
+// RemovePushToken takes a push token the push service refused for good (unregistered,
+// invalid) out of the recipient's contacts, so no further message is sent to it. The
+// read and the write are one compare-and-set on updated_at: a concurrent update of the
+// recipient wins and the removal is tried again.
+func (s *Recipients) RemovePushToken(ctx context.Context, recipientID, token string) error {
+	for try := 0; try < 3; try++ {
+		var contacts string
+		var updated int64
+		err := s.db.W.QueryRowContext(ctx, s.db.q(`SELECT contacts, updated_at FROM herald_recipients WHERE id = ?`), recipientID).
+			Scan(&contacts, &updated)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil // an inline contact: nothing stored to clean
+		}
+		if err != nil {
+			return fmt.Errorf("reading recipient: %w", err)
+		}
+		var c notify.Contacts
+		if err := json.Unmarshal([]byte(contacts), &c); err != nil {
+			return fmt.Errorf("decoding contacts: %w", err)
+		}
+		kept := make([]string, 0, len(c.PushTokens))
+		for _, t := range c.PushTokens {
+			if t != token {
+				kept = append(kept, t)
+			}
+		}
+		if len(kept) == len(c.PushTokens) {
+			return nil
+		}
+		c.PushTokens = kept
+		b, err := json.Marshal(c)
+		if err != nil {
+			return err
+		}
+		res, err := s.db.W.ExecContext(ctx, s.db.q(`UPDATE herald_recipients SET contacts = ?, updated_at = ? WHERE id = ? AND updated_at = ?`),
+			string(b), max(now(), updated+1), recipientID, updated)
+		if err != nil {
+			return fmt.Errorf("removing push token: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			return nil
+		}
+	}
+	return errors.New("removing push token: the recipient kept changing")
+}
+
 // Notifications records what the fan-out did with each event and ad-hoc notification.
 type Notifications struct{ db *DB }
 
