@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"regexp"
@@ -17,6 +18,7 @@ import (
 	"github.com/heraldhq/herald/adapters/email"
 	"github.com/heraldhq/herald/adapters/push"
 	"github.com/heraldhq/herald/adapters/sms/httpgw"
+	"github.com/heraldhq/herald/adapters/sms/smpp"
 	"github.com/heraldhq/herald/adapters/webhook"
 	"github.com/heraldhq/herald/adapters/wechat"
 	"github.com/heraldhq/herald/handlers"
@@ -68,6 +70,20 @@ type ProviderConfig struct {
 	FCMCredentialsFile string `yaml:"fcm_credentials_file"`
 	FCMProject         string `yaml:"fcm_project"`
 	FCMURL             string `yaml:"fcm_url"`
+
+	// smpp (host and tls above: tls "implicit" wraps the connection)
+	Addr       string `yaml:"addr"`
+	SystemID   string `yaml:"system_id"`
+	SystemType string `yaml:"system_type"`
+	SourceTON  byte   `yaml:"source_ton"`
+	SourceNPI  byte   `yaml:"source_npi"`
+	Window     int    `yaml:"window"`
+}
+
+// Deps are what providers need from the rest of Herald.
+type Deps struct {
+	Tokens  push.TokenRemover
+	Reports smpp.ReportSink
 }
 
 // ProvidersFile is the file --providers names.
@@ -111,10 +127,12 @@ type Built struct {
 	ByChannel map[notify.Channel]handlers.Provider
 	Names     map[notify.Channel]string
 	Reporters map[string]server.Reporter
+	// Closers release connections (SMTP, SMPP) at shutdown.
+	Closers []io.Closer
 }
 
-// Build constructs the providers; tokens forgets push tokens the services refuse.
-func (f ProvidersFile) Build(ctx context.Context, tokens push.TokenRemover) (Built, error) {
+// Build constructs the providers.
+func (f ProvidersFile) Build(ctx context.Context, deps Deps) (Built, error) {
 	b := Built{ByChannel: map[notify.Channel]handlers.Provider{}, Names: map[notify.Channel]string{}, Reporters: map[string]server.Reporter{}}
 	seen := map[string]bool{}
 	var errs []error
@@ -135,8 +153,13 @@ func (f ProvidersFile) Build(ctx context.Context, tokens push.TokenRemover) (Bui
 		switch pc.Kind {
 		case "smtp":
 			ch = defaultChannel(ch, notify.ChannelEmail)
-			p, err = email.New(email.Config{Name: pc.Name, Host: pc.Host, Port: pc.Port, TLS: pc.TLS, Username: pc.Username,
+			var ep *email.Provider
+			ep, err = email.New(email.Config{Name: pc.Name, Host: pc.Host, Port: pc.Port, TLS: pc.TLS, Username: pc.Username,
 				Password: pc.Password, From: pc.From, Timeout: pc.Timeout, TLSConfig: tc})
+			if err == nil {
+				p = ep
+				b.Closers = append(b.Closers, ep)
+			}
 		case "sms-http":
 			ch = defaultChannel(ch, notify.ChannelSMS)
 			var gw *httpgw.Provider
@@ -153,12 +176,29 @@ func (f ProvidersFile) Build(ctx context.Context, tokens push.TokenRemover) (Bui
 				Templates: pc.Templates, URL: pc.OpenURL, Timeout: pc.Timeout, Client: client})
 		case "push":
 			ch = defaultChannel(ch, notify.ChannelPush)
-			p, err = pc.push(ctx, tc, client, tokens)
+			p, err = pc.push(ctx, tc, client, deps.Tokens)
+		case "smpp":
+			ch = defaultChannel(ch, notify.ChannelSMS)
+			var stls *tls.Config
+			if pc.TLS == "implicit" {
+				stls = tc
+				if stls == nil {
+					stls = &tls.Config{MinVersion: tls.VersionTLS12}
+				}
+			}
+			var sc *smpp.Client
+			sc, err = smpp.New(smpp.Config{Name: pc.Name, Addr: pc.Addr, TLS: stls, SystemID: pc.SystemID, Password: pc.Password,
+				SystemType: pc.SystemType, Source: pc.Sender, SourceTON: pc.SourceTON, SrcNPI: pc.SourceNPI, Window: pc.Window,
+				Timeout: pc.Timeout, Reports: deps.Reports})
+			if err == nil {
+				p = sc
+				b.Closers = append(b.Closers, sc)
+			}
 		case "webhook":
 			ch = defaultChannel(ch, notify.ChannelWebhook)
 			p, err = webhook.New(webhook.Config{Name: pc.Name, Secret: pc.Secret, Timeout: pc.Timeout, Client: client})
 		default:
-			err = fmt.Errorf("unknown kind %q (smtp, sms-http, wechat, push, webhook)", pc.Kind)
+			err = fmt.Errorf("unknown kind %q (smtp, sms-http, smpp, wechat, push, webhook)", pc.Kind)
 		}
 		if err == nil && !ch.Valid() {
 			err = fmt.Errorf("unknown channel %q", ch)

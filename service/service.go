@@ -91,7 +91,9 @@ func (s *Service) assemble(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if configured, err = f.Build(ctx, s.DB.Recipients()); err != nil {
+		configured, err = f.Build(ctx, Deps{Tokens: s.DB.Recipients(), Reports: s.DB.Deliveries()})
+		s.closers = append(s.closers, configured.Closers...)
+		if err != nil {
 			return fmt.Errorf("providers file %s:\n%w", cfg.Providers, err)
 		}
 	}
