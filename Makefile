@@ -1,7 +1,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: test test-race lint vet fmt bench run demo build
+.PHONY: test test-race lint vet fmt bench run demo build loadgen
 
 ## test: the whole test suite (the command CI runs)
 test:
@@ -32,6 +32,10 @@ build:
 ## run: serve on the embedded default (SQLite file herald.db, sandbox providers)
 run:
 	$(GO) run ./cmd/herald serve
+
+## loadgen: a load test on the embedded default (JSON summary, HTML report)
+loadgen:
+	$(GO) run ./cmd/herald loadgen --db sqlite://loadgen.db --rate max --events 20000 --json --report loadgen.html
 
 ## demo: the end-to-end demo on the embedded default
 demo:

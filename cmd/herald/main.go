@@ -36,6 +36,7 @@ type cli struct {
 	Serve       serveCmd        `cmd:"" help:"Run the API and the pipeline (with no configuration: the embedded SQLite default)."`
 	Migrate     migrateCmd      `cmd:"" help:"Create or update every table Herald uses (idempotent)."`
 	Demo        demoCmd         `cmd:"" help:"Simulate a banking core, deliver everything through sandbox providers, print a summary."`
+	Loadgen     loadgenCmd      `cmd:"" help:"Act as a banking core under load: measure Herald's throughput and latency against the database's own limits."`
 	Poison      poisonCmd       `cmd:"" help:"List, replay or delete poisoned messages."`
 	Healthcheck healthcheckCmd  `cmd:"" help:"Exit 0 when the URL answers 200 (for container health checks)."`
 	Version     versionCmd      `cmd:"" help:"Print the version."`

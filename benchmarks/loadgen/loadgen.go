@@ -1,0 +1,433 @@
+// Package loadgen is `herald loadgen`: it acts as a banking core, committing events into
+// the outbox with plain SQL in its own transactions (N writers, at a fixed rate or as
+// fast as possible), against a Herald it runs in process or one already running on the
+// same database, and measures per event the time from the outbox commit to the provider
+// accepting each delivery. In the same run it measures two baselines on the same
+// database: single-row INSERT+COMMIT with the same writers, and a batch drain of an
+// outbox-shaped table.
+package loadgen
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/notify"
+)
+
+// Config of a run.
+type Config struct {
+	// Writers committing concurrently. Default 8.
+	Writers int
+	// Rate of events per second; 0 is as fast as possible.
+	Rate float64
+	// Events to commit; when 0, Duration decides.
+	Events   int
+	Duration time.Duration
+	// Backlog events are committed before Herald starts, then drained.
+	Backlog int
+	// Customers the events spread over. Default 1000.
+	Customers int
+	// Timeout for Herald to finish after the last commit. Default 2m.
+	Timeout time.Duration
+	// BaselineFor is how long the insert baseline runs. Default 3s; negative skips
+	// both baselines.
+	BaselineFor time.Duration
+	// Progress is told how many deliveries have ended of how many expected.
+	Progress func(done, total int)
+}
+
+// Latency in milliseconds.
+type Latency struct {
+	P50 float64 `json:"p50"`
+	P95 float64 `json:"p95"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+// Baseline is what the database itself does.
+type Baseline struct {
+	InsertCommitPerSecond float64 `json:"insert_commit_per_second"`
+	DrainRowsPerSecond    float64 `json:"drain_rows_per_second"`
+}
+
+// Result is the summary (`--json`).
+type Result struct {
+	Events                 int       `json:"events"`
+	Deliveries             int       `json:"deliveries"`
+	EventsPerSecond        float64   `json:"events_per_second"`
+	DeliveriesPerSecond    float64   `json:"deliveries_per_second"`
+	LatencyMs              Latency   `json:"latency_ms"`
+	Baseline               Baseline  `json:"baseline"`
+	RatioEventsToInsert    float64   `json:"ratio_events_to_insert_commit"`
+	RatioEventsToDrain     float64   `json:"ratio_events_to_drain"`
+	BacklogEventsPerSecond *float64  `json:"backlog_events_per_second,omitempty"`
+	RatioBacklogToDrain    *float64  `json:"ratio_backlog_to_drain,omitempty"`
+	Lost                   int       `json:"lost"`
+	Duplicates             int       `json:"duplicates"`
+	RSSMBMax               float64   `json:"rss_mb_max"`
+	Database               string    `json:"database"`
+	Writers                int       `json:"writers"`
+	Series                 []Point   `json:"-"`
+	Latencies              []float64 `json:"-"`
+}
+
+// Point is one second of the run: deliveries accepted by providers and events committed.
+type Point struct {
+	Second    int
+	Committed int
+	Sent      int
+}
+
+// Pipeline is the Herald under load: in process (Start runs it) or already running.
+type Pipeline interface {
+	Start(ctx context.Context) error
+	Stop() error
+}
+
+// Run measures. db is the database Herald uses; start runs Herald.
+func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Result, error) {
+	if cfg.Writers <= 0 {
+		cfg.Writers = 8
+	}
+	if cfg.Customers <= 0 {
+		cfg.Customers = 1000
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Minute
+	}
+	if cfg.Events <= 0 && cfg.Duration <= 0 {
+		return Result{}, errors.New("loadgen: --events or --duration is required")
+	}
+	res := Result{Database: db.Location, Writers: cfg.Writers}
+	rss := startRSS()
+	defer rss.stop()
+	if cfg.BaselineFor >= 0 {
+		if cfg.BaselineFor == 0 {
+			cfg.BaselineFor = 3 * time.Second
+		}
+		var err error
+		if res.Baseline, err = baselines(ctx, db, cfg.Writers, cfg.BaselineFor); err != nil {
+			return res, err
+		}
+	}
+	if err := customers(ctx, db, cfg.Customers); err != nil {
+		return res, err
+	}
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	ins := inserter{db: db, customers: cfg.Customers}
+
+	if cfg.Backlog > 0 {
+		prefix := "lg-" + run + "-b-"
+		if err := ins.commitBatch(ctx, prefix, cfg.Backlog); err != nil {
+			return res, err
+		}
+		start := time.Now()
+		if err := herald.Start(ctx); err != nil {
+			return res, err
+		}
+		if err := waitDone(ctx, db, prefix, cfg.Backlog, cfg.Timeout, cfg.Progress); err != nil {
+			return res, err
+		}
+		v := round(float64(cfg.Backlog)/time.Since(start).Seconds(), 1)
+		res.BacklogEventsPerSecond = &v
+		if res.Baseline.DrainRowsPerSecond > 0 {
+			r := round(v/res.Baseline.DrainRowsPerSecond, 3)
+			res.RatioBacklogToDrain = &r
+		}
+	} else if err := herald.Start(ctx); err != nil {
+		return res, err
+	}
+	defer herald.Stop() //nolint:errcheck // measured already
+
+	prefix := "lg-" + run + "-m-"
+	var lim *rate.Limiter
+	if cfg.Rate > 0 {
+		lim = rate.NewLimiter(rate.Limit(cfg.Rate), max(1, cfg.Writers))
+	}
+	var next atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	errc := make(chan error, cfg.Writers)
+	for w := 0; w < cfg.Writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				if cfg.Duration > 0 && time.Since(start) >= cfg.Duration {
+					return
+				}
+				i := int(next.Add(1)) - 1
+				if cfg.Events > 0 && i >= cfg.Events {
+					return
+				}
+				if lim != nil {
+					if err := lim.Wait(ctx); err != nil {
+						errc <- err
+						return
+					}
+				}
+				if err := ins.commitOne(ctx, fmt.Sprintf("%s%08d", prefix, i), i); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+			if cfg.Progress != nil {
+				n := min(int(next.Load()), max(cfg.Events, 1<<30))
+				sum, err := db.Deliveries().Summarize(ctx, prefix, false)
+				if err == nil {
+					cfg.Progress(ended(sum), 3*n)
+				}
+			}
+		}
+	}()
+	wg.Wait()
+	close(done)
+	close(errc)
+	if err := <-errc; err != nil {
+		return res, err
+	}
+	events := int(next.Load())
+	if cfg.Events > 0 {
+		events = min(events, cfg.Events)
+	}
+	if err := waitDone(ctx, db, prefix, events, cfg.Timeout, cfg.Progress); err != nil && !errors.Is(err, errTimeout) {
+		return res, err
+	}
+	elapsed := time.Since(start)
+	sum, err := db.Deliveries().Summarize(ctx, prefix, true)
+	if err != nil {
+		return res, err
+	}
+	notified, err := db.Notifications().CountPrefix(ctx, prefix)
+	if err != nil {
+		return res, err
+	}
+	if res.Duplicates, err = db.SandboxSends().Duplicates(ctx, prefix); err != nil {
+		return res, err
+	}
+	res.Events, res.Deliveries = events, sum.Total
+	res.Lost = (events - notified) + (sum.Total - ended(sum))
+	res.EventsPerSecond = round(float64(events)/elapsed.Seconds(), 1)
+	res.DeliveriesPerSecond = round(float64(sum.Total)/elapsed.Seconds(), 1)
+	res.Latencies = sum.LatenciesMs
+	res.LatencyMs = percentiles(sum.LatenciesMs)
+	if res.Baseline.InsertCommitPerSecond > 0 {
+		res.RatioEventsToInsert = round(res.EventsPerSecond/res.Baseline.InsertCommitPerSecond, 3)
+	}
+	if res.Baseline.DrainRowsPerSecond > 0 {
+		res.RatioEventsToDrain = round(res.EventsPerSecond/res.Baseline.DrainRowsPerSecond, 3)
+	}
+	if res.Series, err = series(ctx, db, prefix, start); err != nil {
+		return res, err
+	}
+	res.RSSMBMax = round(rss.stop(), 1)
+	return res, nil
+}
+
+func ended(s sqlstore.Summary) int {
+	return s.Total - s.ByStatus[notify.StatusQueued] - s.ByStatus[notify.StatusSending]
+}
+
+var errTimeout = errors.New("loadgen: Herald did not finish in time")
+
+// waitDone waits until every event has been fanned out and every delivery has ended.
+func waitDone(ctx context.Context, db *sqlstore.DB, prefix string, events int, timeout time.Duration, progress func(int, int)) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		n, err := db.Notifications().CountPrefix(ctx, prefix)
+		if err != nil {
+			return err
+		}
+		sum, err := db.Deliveries().Summarize(ctx, prefix, false)
+		if err != nil {
+			return err
+		}
+		if progress != nil {
+			progress(ended(sum), max(sum.Total, 3*events))
+		}
+		if n >= events && ended(sum) == sum.Total {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errTimeout
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// inserter writes events the way a core does: a plain INSERT into the outbox table
+// in the writer's own transaction (docs/outbox.md).
+type inserter struct {
+	db        *sqlstore.DB
+	customers int
+}
+
+func (w inserter) event(id string, i int) ([]byte, []byte) {
+	c := i % w.customers
+	e := map[string]any{"event_id": id, "type": notify.TypeTransactionPosted, "occurred_at": time.Now().UTC().Format(time.RFC3339Nano),
+		"account_id": fmt.Sprintf("62220203%08d", c), "customer_id": fmt.Sprintf("lg-cust-%05d", c),
+		"amount": fmt.Sprintf("%d.%02d", 1+i%5000, i%100), "currency": "CNY", "direction": "debit", "counterparty": "Load Test Merchant"}
+	payload, _ := json.Marshal(e)
+	md, _ := json.Marshal(map[string]string{"account_id": e["account_id"].(string), "event_type": notify.TypeTransactionPosted})
+	return payload, md
+}
+
+func (w inserter) commitOne(ctx context.Context, id string, i int) error {
+	payload, md := w.event(id, i)
+	return w.db.InTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, w.db.Rebind(`INSERT INTO herald_events (uuid, payload, metadata) VALUES (?, ?, ?)`), id, string(payload), string(md))
+		return err
+	})
+}
+
+// commitBatch writes n events in transactions of 500 (the backlog).
+func (w inserter) commitBatch(ctx context.Context, prefix string, n int) error {
+	for i := 0; i < n; i += 500 {
+		k := min(500, n-i)
+		err := w.db.InTx(ctx, func(tx *sql.Tx) error {
+			var b strings.Builder
+			b.WriteString(`INSERT INTO herald_events (uuid, payload, metadata) VALUES `)
+			args := make([]any, 0, 3*k)
+			for j := 0; j < k; j++ {
+				if j > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString("(?, ?, ?)")
+				id := fmt.Sprintf("%s%08d", prefix, i+j)
+				payload, md := w.event(id, i+j)
+				args = append(args, id, string(payload), string(md))
+			}
+			_, err := tx.ExecContext(ctx, w.db.Rebind(b.String()), args...)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("writing the backlog: %w", err)
+		}
+	}
+	return nil
+}
+
+func customers(ctx context.Context, db *sqlstore.DB, n int) error {
+	for i := 0; i < n; i++ {
+		if _, err := db.Recipients().Put(ctx, notify.Recipient{ID: fmt.Sprintf("lg-cust-%05d", i), Contacts: notify.Contacts{
+			Phone: notify.Phone(fmt.Sprintf("+86137%08d", i)), Email: notify.Email(fmt.Sprintf("lg%05d@example.com", i))}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// series counts, per second since start, events committed and deliveries accepted.
+func series(ctx context.Context, db *sqlstore.DB, prefix string, start time.Time) ([]Point, error) {
+	rows, err := db.R.QueryContext(ctx, db.Rebind(`SELECT occurred_at, sent_at FROM herald_deliveries WHERE event_id LIKE ? AND channel = 'sms'`),
+		prefix+"%")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var pts []Point
+	at := func(us int64) *Point {
+		s := max(int(time.UnixMicro(us).Sub(start)/time.Second), 0)
+		for len(pts) <= s {
+			pts = append(pts, Point{Second: len(pts)})
+		}
+		return &pts[s]
+	}
+	for rows.Next() {
+		var occ int64
+		var sent sql.NullInt64
+		if err := rows.Scan(&occ, &sent); err != nil {
+			return nil, err
+		}
+		at(occ).Committed++
+		if sent.Valid {
+			at(sent.Int64).Sent++
+		}
+	}
+	return pts, rows.Err()
+}
+
+func percentiles(xs []float64) Latency {
+	if len(xs) == 0 {
+		return Latency{}
+	}
+	sort.Float64s(xs)
+	at := func(q float64) float64 { return round(xs[min(len(xs)-1, int(q*float64(len(xs))))], 2) }
+	return Latency{P50: at(0.5), P95: at(0.95), P99: at(0.99), Max: round(xs[len(xs)-1], 2)}
+}
+
+func round(x float64, places int) float64 {
+	p := math.Pow10(places)
+	return math.Round(x*p) / p
+}
+
+// rssSampler records the largest resident set size of this process.
+type rssSampler struct {
+	stopc chan struct{}
+	once  sync.Once
+	max   atomic.Int64
+}
+
+func startRSS() *rssSampler {
+	s := &rssSampler{stopc: make(chan struct{})}
+	go func() {
+		for {
+			if kb := rssKB(); kb > s.max.Load() {
+				s.max.Store(kb)
+			}
+			select {
+			case <-s.stopc:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	return s
+}
+
+func (s *rssSampler) stop() float64 {
+	s.once.Do(func() { close(s.stopc) })
+	return float64(s.max.Load()) / 1024
+}
+
+func rssKB() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			return n
+		}
+	}
+	return 0
+}

@@ -1,0 +1,98 @@
+package loadgen
+
+import (
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io"
+	"math"
+	"strings"
+)
+
+// WriteReport writes a self-contained HTML report (inline SVG, no scripts, no network):
+// the summary, throughput over time and the latency distribution.
+func WriteReport(w io.Writer, r Result) error {
+	summary, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return reportTmpl.Execute(w, map[string]any{
+		"Summary":    string(summary),
+		"Throughput": template.HTML(throughputSVG(r.Series)), //nolint:gosec // built from numbers only
+		"Latency":    template.HTML(latencySVG(r.Latencies)), //nolint:gosec // built from numbers only
+		"R":          r,
+	})
+}
+
+const width, height, pad = 760.0, 260.0, 40.0
+
+func throughputSVG(pts []Point) string {
+	if len(pts) == 0 {
+		return "<p>no data</p>"
+	}
+	top := 1
+	for _, p := range pts {
+		top = max(top, p.Sent, p.Committed)
+	}
+	x := func(i int) float64 { return pad + float64(i)*(width-2*pad)/math.Max(1, float64(len(pts)-1)) }
+	y := func(v int) float64 { return height - pad - float64(v)*(height-2*pad)/float64(top) }
+	line := func(get func(Point) int) string {
+		var b strings.Builder
+		for i, p := range pts {
+			fmt.Fprintf(&b, "%.1f,%.1f ", x(i), y(get(p)))
+		}
+		return b.String()
+	}
+	return fmt.Sprintf(`<svg viewBox="0 0 %.0f %.0f" width="%.0f" height="%.0f" role="img">
+<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#888"/><line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#888"/>
+<text x="%.0f" y="%.0f" font-size="11">%d/s</text><text x="%.0f" y="%.0f" font-size="11">%d s</text>
+<polyline fill="none" stroke="#999" stroke-dasharray="4 3" points="%s"/>
+<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="%s"/>
+<text x="%.0f" y="14" font-size="12" fill="#1f6feb">events delivered (SMS accepted) per second</text>
+<text x="%.0f" y="28" font-size="12" fill="#777">events committed per second</text></svg>`,
+		width, height, width, height, pad, height-pad, width-pad, height-pad, pad, pad, pad, height-pad,
+		2.0, pad, top, width-pad-20, height-pad+15, len(pts)-1,
+		line(func(p Point) int { return p.Committed }), line(func(p Point) int { return p.Sent }), pad, pad)
+}
+
+func latencySVG(ms []float64) string {
+	if len(ms) == 0 {
+		return "<p>no data</p>"
+	}
+	// Logarithmic buckets from 1 ms to 100 s, five per decade.
+	const buckets = 25
+	counts := make([]int, buckets)
+	for _, v := range ms {
+		i := int(math.Floor(math.Log10(math.Max(v, 1)) * 5))
+		counts[min(max(i, 0), buckets-1)]++
+	}
+	top := 1
+	for _, c := range counts {
+		top = max(top, c)
+	}
+	var b strings.Builder
+	bw := (width - 2*pad) / buckets
+	fmt.Fprintf(&b, `<svg viewBox="0 0 %.0f %.0f" width="%.0f" height="%.0f" role="img">`, width, height, width, height)
+	for i, c := range counts {
+		h := float64(c) * (height - 2*pad) / float64(top)
+		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#1f6feb"><title>%.0f–%.0f ms: %d</title></rect>`,
+			pad+float64(i)*bw, height-pad-h, bw-2, h, math.Pow(10, float64(i)/5), math.Pow(10, float64(i+1)/5), c)
+	}
+	for _, d := range []int{0, 1, 2, 3, 4} {
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" font-size="11">%s</text>`, pad+float64(d*5)*bw, height-pad+15,
+			[]string{"1 ms", "10 ms", "100 ms", "1 s", "10 s"}[d])
+	}
+	fmt.Fprintf(&b, `<text x="%.0f" y="14" font-size="12">deliveries by latency (outbox commit → provider accepted), log scale</text></svg>`, pad)
+	return b.String()
+}
+
+var reportTmpl = template.Must(template.New("report").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Herald load test</title>
+<style>body{font:14px system-ui,sans-serif;margin:2em;max-width:820px}pre{background:#f6f8fa;padding:1em;overflow:auto}</style></head>
+<body><h1>Herald load test</h1>
+<p>{{.R.Events}} events, {{.R.Deliveries}} deliveries on {{.R.Database}} with {{.R.Writers}} writers:
+{{.R.EventsPerSecond}} events/s; latency p50 {{.R.LatencyMs.P50}} ms, p99 {{.R.LatencyMs.P99}} ms; lost {{.R.Lost}}, duplicates {{.R.Duplicates}}.</p>
+<h2>Throughput over time</h2>{{.Throughput}}
+<h2>Latency distribution</h2>{{.Latency}}
+<h2>Summary</h2><pre>{{.Summary}}</pre></body></html>
+`))

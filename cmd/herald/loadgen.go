@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/benchmarks/loadgen"
+	"github.com/heraldhq/herald/config"
+	"github.com/heraldhq/herald/service"
+)
+
+type loadgenCmd struct {
+	config.Config `embed:""`
+	Writers       int           `help:"Concurrent core writers (single-row INSERT+COMMIT each)." default:"8"`
+	Rate          string        `help:"Events per second, or max." default:"max"`
+	Events        int           `help:"Events to commit (0: run for --duration)."`
+	Duration      time.Duration `help:"How long to commit events when --events is 0." default:"10s"`
+	Backlog       int           `help:"Events committed before Herald starts, then drained (catch-up after an outage)."`
+	Customers     int           `help:"Customers the events spread over." default:"1000"`
+	Timeout       time.Duration `help:"How long Herald may take to finish after the last commit." default:"2m"`
+	NoBaseline    bool          `name:"no-baseline" help:"Skip the database baselines."`
+	Target        string        `help:"URL of a Herald already running on the same database (else one runs in this process)."`
+	JSON          bool          `name:"json" help:"Print exactly one JSON object on stdout."`
+	Report        string        `help:"Write a self-contained HTML report to this file."`
+}
+
+// inProcess runs Herald's pipeline in this process.
+type inProcess struct {
+	svc    *service.Service
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (p *inProcess) Start(ctx context.Context) error {
+	ctx, p.cancel = context.WithCancel(ctx)
+	p.done = make(chan error, 1)
+	go func() { p.done <- p.svc.RunPipeline(ctx) }()
+	select {
+	case <-p.svc.Router.Running():
+		return nil
+	case err := <-p.done:
+		return fmt.Errorf("starting the pipeline: %w", err)
+	}
+}
+
+func (p *inProcess) Stop() error {
+	if p.cancel == nil {
+		return nil
+	}
+	p.cancel()
+	err := <-p.done
+	p.cancel = nil
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// running is a Herald started elsewhere: Start checks it is ready.
+type running struct{ url string }
+
+func (r running) Start(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.url+"/readyz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("--target %s: %w", r.url, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("--target %s is not ready (%s)", r.url, resp.Status)
+	}
+	return nil
+}
+
+func (running) Stop() error { return nil }
+
+func (c *loadgenCmd) Run() error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg := loadgen.Config{Writers: c.Writers, Events: c.Events, Duration: c.Duration, Backlog: c.Backlog,
+		Customers: c.Customers, Timeout: c.Timeout}
+	if c.Events > 0 {
+		cfg.Duration = 0
+	}
+	if c.Rate != "max" {
+		r, err := strconv.ParseFloat(c.Rate, 64)
+		if err != nil || r <= 0 {
+			return fmt.Errorf("--rate must be a positive number or max, not %q", c.Rate)
+		}
+		cfg.Rate = r
+	}
+	if c.NoBaseline {
+		cfg.BaselineFor = -1
+	}
+	logger := newLogger(c.LogFormat, "warn", os.Stderr)
+	var db *sqlstore.DB
+	var herald loadgen.Pipeline
+	if c.Target != "" {
+		var err error
+		if db, err = openDB(c.Config); err != nil {
+			return err
+		}
+		defer db.Close() //nolint:errcheck // measured already
+		herald = running{url: c.Target}
+	} else {
+		svc, err := service.Open(ctx, c.Config, logger)
+		if err != nil {
+			return err
+		}
+		defer svc.Close() //nolint:errcheck // measured already
+		db, herald = svc.DB, &inProcess{svc: svc}
+	}
+	if isatty.IsTerminal(os.Stderr.Fd()) && !c.JSON {
+		bar := progressbar.NewOptions(-1, progressbar.OptionSetWriter(os.Stderr),
+			progressbar.OptionSetDescription("deliveries ended"), progressbar.OptionShowCount(), progressbar.OptionClearOnFinish())
+		cfg.Progress = func(done, total int) { bar.ChangeMax(total); _ = bar.Set(done) }
+		defer bar.Finish() //nolint:errcheck // cosmetic
+	}
+	res, err := loadgen.Run(ctx, db, herald, cfg)
+	if err != nil {
+		return err
+	}
+	if c.Report != "" {
+		f, err := os.Create(c.Report)
+		if err != nil {
+			return err
+		}
+		if err := loadgen.WriteReport(f, res); err != nil {
+			_ = f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	if c.JSON {
+		return json.NewEncoder(os.Stdout).Encode(res)
+	}
+	fmt.Printf("Herald load test on %s, %d writers\n", res.Database, res.Writers)
+	fmt.Printf("  events:      %d (%.1f/s), deliveries %d (%.1f/s), lost %d, duplicates %d\n",
+		res.Events, res.EventsPerSecond, res.Deliveries, res.DeliveriesPerSecond, res.Lost, res.Duplicates)
+	fmt.Printf("  latency ms:  p50 %.1f  p95 %.1f  p99 %.1f  max %.1f (outbox commit -> provider accepted)\n",
+		res.LatencyMs.P50, res.LatencyMs.P95, res.LatencyMs.P99, res.LatencyMs.Max)
+	fmt.Printf("  baseline:    %.0f single-row commits/s, %.0f rows/s drained; ratios %.3f and %.3f\n",
+		res.Baseline.InsertCommitPerSecond, res.Baseline.DrainRowsPerSecond, res.RatioEventsToInsert, res.RatioEventsToDrain)
+	if res.BacklogEventsPerSecond != nil {
+		fmt.Printf("  backlog:     %.1f events/s drained\n", *res.BacklogEventsPerSecond)
+	}
+	fmt.Printf("  memory:      %.1f MB RSS at most\n", res.RSSMBMax)
+	return nil
+}
