@@ -43,6 +43,8 @@ type DB struct {
 	// sharing one bounded pool deadlocks as soon as the subscriptions outnumber it.
 	// Its size is bounded by the number of subscriptions.
 	sub *sql.DB
+	// stmts caches the hot path's prepared statements.
+	stmts stmts
 	// Location is a printable form of where the database is, without credentials.
 	Location string
 }
@@ -187,9 +189,9 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 
 // Close closes the pools.
 func (db *DB) Close() error {
-	var err error
+	err := db.closeStmts()
 	if db.sub != nil {
-		err = db.sub.Close()
+		err = errors.Join(err, db.sub.Close())
 	}
 	if db.W == db.R {
 		return errors.Join(err, db.W.Close())

@@ -87,7 +87,7 @@ func (s *Deliveries) Claim(ctx context.Context, id, owner string, lease time.Dur
 	args := []any{string(notify.StatusSending), owner, t + lease.Microseconds(), t, id,
 		string(notify.StatusQueued), string(notify.StatusSending), t}
 	if s.db.Dialect == MySQL { // no UPDATE ... RETURNING: read the row afterwards
-		res, err := s.db.W.ExecContext(ctx, s.db.q(update), args...)
+		res, err := s.db.execP(ctx, s.db.W, update, args...)
 		if err != nil {
 			return Claim{}, fmt.Errorf("claiming delivery %s: %w", id, err)
 		}
@@ -103,7 +103,7 @@ func (s *Deliveries) Claim(ctx context.Context, id, owner string, lease time.Dur
 	}
 	var attempts int
 	var created int64
-	err := s.db.W.QueryRowContext(ctx, s.db.q(update+` RETURNING attempts, created_at`), args...).Scan(&attempts, &created)
+	err := s.db.queryRowP(ctx, s.db.W, update+` RETURNING attempts, created_at`, args...).Scan(&attempts, &created)
 	if err == nil {
 		return Claim{State: Claimed, Status: notify.StatusSending, Attempts: attempts, CreatedAt: fromMicros(created)}, nil
 	}
@@ -117,7 +117,7 @@ func (s *Deliveries) claimState(ctx context.Context, id string) (Claim, error) {
 	var st string
 	var attempts int
 	var until, created int64
-	err := s.db.W.QueryRowContext(ctx, s.db.q(`SELECT status, attempts, lease_until, created_at FROM herald_deliveries WHERE id = ?`), id).
+	err := s.db.queryRowP(ctx, s.db.W, `SELECT status, attempts, lease_until, created_at FROM herald_deliveries WHERE id = ?`, id).
 		Scan(&st, &attempts, &until, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Claim{}, fmt.Errorf("claiming delivery %s: %w", id, ErrNotFound)
@@ -141,8 +141,8 @@ func (s *Deliveries) Release(ctx context.Context, id, owner, reason string, coun
 	if !counted {
 		undo = 1
 	}
-	_, err := s.db.W.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, last_error = ?, attempts = attempts - ?,
-		lease_owner = '', lease_until = 0, updated_at = ? WHERE id = ? AND status = ? AND lease_owner = ?`),
+	_, err := s.db.execP(ctx, s.db.W, `UPDATE herald_deliveries SET status = ?, last_error = ?, attempts = attempts - ?,
+		lease_owner = '', lease_until = 0, updated_at = ? WHERE id = ? AND status = ? AND lease_owner = ?`,
 		string(notify.StatusQueued), truncate(reason), undo, now(), id, string(notify.StatusSending), owner)
 	if err != nil {
 		return fmt.Errorf("releasing delivery %s: %w", id, err)
@@ -152,8 +152,8 @@ func (s *Deliveries) Release(ctx context.Context, id, owner, reason string, coun
 
 // MarkSent records the provider's acceptance and ends the lease.
 func (s *Deliveries) MarkSent(ctx context.Context, id string, r notify.Receipt, at time.Time) error {
-	_, err := s.db.W.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, provider = ?, provider_message_id = ?,
-		last_error = '', sent_at = ?, lease_owner = '', lease_until = 0, updated_at = ? WHERE id = ?`),
+	_, err := s.db.execP(ctx, s.db.W, `UPDATE herald_deliveries SET status = ?, provider = ?, provider_message_id = ?,
+		last_error = '', sent_at = ?, lease_owner = '', lease_until = 0, updated_at = ? WHERE id = ?`,
 		string(notify.StatusSent), r.Provider, r.ProviderMessageID, at.UnixMicro(), now(), id)
 	if err != nil {
 		return fmt.Errorf("marking delivery %s sent: %w", id, err)
@@ -326,6 +326,19 @@ func decodeCursor(c string) (int64, string, error) {
 		return 0, "", ErrBadCursor
 	}
 	return n, id, nil
+}
+
+// Pending counts the deliveries of events whose id starts with prefix that have not
+// ended (queued or sending). It reads only unfinished rows (the status index), so it is
+// cheap to poll while a run drains.
+func (s *Deliveries) Pending(ctx context.Context, prefix string) (int, error) {
+	var n int
+	err := s.db.R.QueryRowContext(ctx, s.db.q(`SELECT COUNT(*) FROM herald_deliveries WHERE status IN (?, ?) AND event_id LIKE ? ESCAPE '!'`),
+		string(notify.StatusQueued), string(notify.StatusSending), likePrefix(prefix)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("counting pending deliveries: %w", err)
+	}
+	return n, nil
 }
 
 // Summary counts deliveries of the events whose id starts with prefix.

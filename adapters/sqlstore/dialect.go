@@ -59,10 +59,10 @@ func (db *DB) onConflictUpdate(key string, cols ...string) string {
 func (db *DB) insertID(ctx context.Context, query string, args ...any) (int64, error) {
 	if db.Dialect == Postgres {
 		var id int64
-		err := db.W.QueryRowContext(ctx, db.q(query)+" RETURNING id", args...).Scan(&id)
+		err := db.queryRowP(ctx, db.W, query+" RETURNING id", args...).Scan(&id)
 		return id, err
 	}
-	res, err := db.W.ExecContext(ctx, db.q(query), args...)
+	res, err := db.execP(ctx, db.W, query, args...)
 	if err != nil {
 		return 0, err
 	}

@@ -43,8 +43,8 @@ func (s *Recipients) Get(ctx context.Context, id string) (notify.Recipient, erro
 	var r notify.Recipient
 	var contacts, prefs string
 	var updated int64
-	err := s.db.R.QueryRowContext(ctx, s.db.q(`SELECT id, locale, time_zone, contacts, preferences, updated_at
-		FROM herald_recipients WHERE id = ?`), id).Scan(&r.ID, &r.Locale, &r.TimeZone, &contacts, &prefs, &updated)
+	err := s.db.queryRowP(ctx, s.db.R, `SELECT id, locale, time_zone, contacts, preferences, updated_at
+		FROM herald_recipients WHERE id = ?`, id).Scan(&r.ID, &r.Locale, &r.TimeZone, &contacts, &prefs, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, ErrNotFound
 	}
