@@ -8,16 +8,20 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/heraldhq/herald/adapters/sms/httpgw"
 	"github.com/heraldhq/herald/adapters/webhook"
 	"github.com/heraldhq/herald/internal/smtppeer"
 	"github.com/heraldhq/herald/notify"
+	"github.com/heraldhq/herald/service"
 )
 
 // gateway is an SMS HTTP gateway peer: it checks the signature, keeps the requests and
@@ -165,5 +169,39 @@ func TestRealProviders(t *testing.T) {
 	}
 	if d, _ := svc.DB.Deliveries().Get(t.Context(), smsID); d.Status != notify.StatusUndelivered || d.LastError != "absent subscriber" {
 		t.Fatalf("after the undelivered receipt: %+v", d)
+	}
+}
+
+// The providers files shipped and documented must stay valid as the code changes.
+func TestShippedProviderConfigsParse(t *testing.T) {
+	t.Parallel()
+	f, err := service.LoadProviders("../deploy/providers.compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := f.Build(t.Context(), service.Deps{})
+	if err != nil || b.Names[notify.ChannelEmail] != "mailpit" {
+		t.Fatalf("compose providers: %v %v", b.Names, err)
+	}
+	doc, err := os.ReadFile("../docs/providers.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Split(string(doc), "```yaml\n")[1:]
+	if len(blocks) < 6 {
+		t.Fatalf("%d yaml examples in docs/providers.md, want one per provider kind", len(blocks))
+	}
+	for i, blk := range blocks {
+		blk = blk[:strings.Index(blk, "```")]
+		if !strings.HasPrefix(blk, "providers:") {
+			blk = "providers:\n" + blk
+		}
+		blk = regexp.MustCompile(`\$\{[A-Z_]+\}`).ReplaceAllString(blk, "x")
+		var pf service.ProvidersFile
+		dec := yaml.NewDecoder(strings.NewReader(blk))
+		dec.KnownFields(true)
+		if err := dec.Decode(&pf); err != nil || len(pf.Providers) != 1 || pf.Providers[0].Kind == "" {
+			t.Fatalf("docs/providers.md example %d: %v\n%s", i+1, err, blk)
+		}
 	}
 }
