@@ -192,7 +192,7 @@ func TestShippedProviderConfigsParse(t *testing.T) {
 		t.Fatalf("%d yaml examples in docs/providers.md, want one per provider kind", len(blocks))
 	}
 	for i, blk := range blocks {
-		blk = blk[:strings.Index(blk, "```")]
+		blk, _, _ = strings.Cut(blk, "```")
 		if !strings.HasPrefix(blk, "providers:") {
 			blk = "providers:\n" + blk
 		}
