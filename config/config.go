@@ -111,8 +111,8 @@ func (c Config) Cap() (int, time.Duration, error) {
 	n, w, ok := strings.Cut(c.RecipientCap, "/")
 	limit, err1 := strconv.Atoi(n)
 	window, err2 := time.ParseDuration(w)
-	if !ok || err1 != nil || err2 != nil || limit < 1 || window < time.Second {
-		return 0, 0, fmt.Errorf("%q: want N/window, e.g. 10/1h", c.RecipientCap)
+	if !ok || err1 != nil || err2 != nil || limit < 1 || window < time.Second || window > 24*time.Hour {
+		return 0, 0, fmt.Errorf("%q: want N/window with a window from 1s to 24h, e.g. 10/1h", c.RecipientCap)
 	}
 	return limit, window, nil
 }

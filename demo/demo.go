@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +19,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/benchmarks/loadgen"
 	"github.com/heraldhq/herald/notify"
 	"github.com/heraldhq/herald/service"
 )
@@ -40,12 +40,7 @@ type Config struct {
 
 // Latency percentiles in milliseconds, from the event's commit to the provider's
 // acceptance.
-type Latency struct {
-	P50 float64 `json:"p50"`
-	P95 float64 `json:"p95"`
-	P99 float64 `json:"p99"`
-	Max float64 `json:"max"`
-}
+type Latency = loadgen.Latency
 
 // Deliveries counts deliveries.
 type Deliveries struct {
@@ -186,7 +181,7 @@ func Run(ctx context.Context, svc *service.Service, cfg Config) (Summary, error)
 		Duplicates:      dups,
 		ElapsedSeconds:  round(elapsed.Seconds(), 3),
 		EventsPerSecond: round(float64(cfg.Events)/elapsed.Seconds(), 1),
-		LatencyMs:       percentiles(sum.LatenciesMs),
+		LatencyMs:       loadgen.Percentiles(sum.LatenciesMs),
 		RunID:           runID,
 		Retries:         sum.Retries,
 		Requeued:        requeued(svc) - requeuedBefore,
@@ -280,19 +275,6 @@ func commitOne(ctx context.Context, svc *service.Service, prefix string, i, cust
 		}
 		return svc.Outbox.Write(ctx, tx, e)
 	})
-}
-
-func percentiles(xs []float64) Latency {
-	if len(xs) == 0 {
-		return Latency{}
-	}
-	sort.Float64s(xs)
-	at := func(q float64) float64 {
-		i := int(q*float64(len(xs))+0.5) - 1
-		i = min(max(i, 0), len(xs)-1)
-		return round(xs[i], 2)
-	}
-	return Latency{P50: at(0.50), P95: at(0.95), P99: at(0.99), Max: round(xs[len(xs)-1], 2)}
 }
 
 func round(x float64, places int) float64 {

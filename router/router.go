@@ -308,11 +308,19 @@ func (rt *Router) Run(ctx context.Context) error {
 func (rt *Router) runRequeuer(ctx context.Context) {
 	t := time.NewTicker(rt.requeuePoll)
 	defer t.Stop()
+	pruned := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if time.Since(pruned) > 10*time.Minute {
+			// Recipient-cap windows are at most a day long (config); older ones are dead.
+			if err := rt.db.RecipientWindows().Prune(ctx, time.Now().Add(-48*time.Hour)); err != nil && ctx.Err() == nil {
+				rt.log.Warn("pruning recipient-cap windows", "error", err)
+			}
+			pruned = time.Now()
 		}
 		for ctx.Err() == nil {
 			n, err := rt.db.Delayed().MoveDue(ctx, 500, rt.requeuePub)

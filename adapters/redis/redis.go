@@ -126,6 +126,9 @@ func (l *Leases) MarkEnded(ctx context.Context, id string, st notify.Status, rea
 	if err := l.Store.MarkEnded(ctx, id, st, reason); err != nil {
 		return err
 	}
+	if st == notify.StatusPoisoned { // replayable: no done marker may block the replay
+		return l.Client.Del(ctx, l.key(id)).Err()
+	}
 	return l.Client.Set(ctx, l.key(id), done, l.doneFor()).Err()
 }
 

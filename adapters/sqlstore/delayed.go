@@ -153,13 +153,6 @@ func (w *RecipientWindows) Incr(ctx context.Context, address string, start time.
 	return n, nil
 }
 
-// Decr takes back one count (the send it was taken for did not happen).
-func (w *RecipientWindows) Decr(ctx context.Context, address string, start time.Time) error {
-	_, err := w.db.W.ExecContext(ctx, w.db.q(`UPDATE herald_recipient_windows SET sends = sends - 1
-		WHERE addr_key = ? AND window_start = ? AND sends > 0`), AddressKey(address), start.UnixMicro())
-	return err
-}
-
 // Prune deletes windows that started before t.
 func (w *RecipientWindows) Prune(ctx context.Context, before time.Time) error {
 	_, err := w.db.W.ExecContext(ctx, w.db.q(`DELETE FROM herald_recipient_windows WHERE window_start < ?`), before.UnixMicro())

@@ -233,10 +233,3 @@ func classify(err error) error {
 		return notify.Permanent(err)
 	}
 }
-
-// Expires returns when the cached token expires (zero when none).
-func (p *Provider) Expires() time.Time {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.expires
-}

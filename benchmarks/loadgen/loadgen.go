@@ -233,7 +233,7 @@ func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Res
 	res.EventsPerSecond = round(float64(events)/elapsed.Seconds(), 1)
 	res.DeliveriesPerSecond = round(float64(sum.Total)/elapsed.Seconds(), 1)
 	res.Latencies = sum.LatenciesMs
-	res.LatencyMs = percentiles(sum.LatenciesMs)
+	res.LatencyMs = Percentiles(sum.LatenciesMs)
 	if res.Baseline.InsertCommitPerSecond > 0 {
 		res.RatioEventsToInsert = round(res.EventsPerSecond/res.Baseline.InsertCommitPerSecond, 3)
 	}
@@ -378,7 +378,8 @@ func series(ctx context.Context, db *sqlstore.DB, prefix string, start time.Time
 	return pts, rows.Err()
 }
 
-func percentiles(xs []float64) Latency {
+// Percentiles summarises latencies in milliseconds (sorting xs).
+func Percentiles(xs []float64) Latency {
 	if len(xs) == 0 {
 		return Latency{}
 	}
