@@ -98,3 +98,28 @@ func TestCapInRedis(t *testing.T) {
 		}
 	}
 }
+
+// The shared limit holds across limiters (instances): two limiters of one name
+// together wait for the one rate.
+func TestRateLimiterIsShared(t *testing.T) {
+	ctx := context.Background()
+	rc, err := redis.Open(ctx, redisURL())
+	if err != nil {
+		t.Fatalf("a Redis is required for this test: %v", err)
+	}
+	defer rc.Close()
+	name := fmt.Sprintf("test-%d", time.Now().UnixNano())
+	a, b := redis.NewRateLimiter(rc, name, 20), redis.NewRateLimiter(rc, name, 20)
+	start := time.Now()
+	for i := 0; i < 11; i++ {
+		for _, l := range []*redis.RateLimiter{a, b} {
+			if err := l.Wait(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// 22 permits at 20/s with a burst of 1 cannot be had in less than 21/20 s.
+	if d := time.Since(start); d < 1000*time.Millisecond {
+		t.Fatalf("22 permits in %s: the limit is not shared", d)
+	}
+}
