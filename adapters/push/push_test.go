@@ -120,7 +120,7 @@ func TestAPNs(t *testing.T) {
 }
 
 // TestFCM gets OAuth2 tokens with a service-account JWT from a local token endpoint and
-// sends through a local FCM v1 API.
+// sends through a local FCM v1 API, both over TLS.
 func TestFCM(t *testing.T) {
 	t.Parallel()
 	var tokenCalls atomic.Int32
@@ -166,7 +166,10 @@ func TestFCM(t *testing.T) {
 			_, _ = w.Write([]byte(`{"name":"projects/bank-app/messages/0:1700000000"}`))
 		}
 	})
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewUnstartedServer(mux)
+	srvTLS, cliTLS := testtls.New(t)
+	srv.TLS = srvTLS
+	srv.StartTLS()
 	defer srv.Close()
 
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
@@ -174,7 +177,8 @@ func TestFCM(t *testing.T) {
 	creds, _ := json.Marshal(map[string]string{"type": "service_account", "project_id": "bank-app", "private_key_id": "k1",
 		"private_key":  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
 		"client_email": "herald@bank-app.iam.gserviceaccount.com", "token_uri": srv.URL + "/token"})
-	f, err := push.NewFCM(context.Background(), push.FCMConfig{CredentialsJSON: creds, URL: srv.URL})
+	f, err := push.NewFCM(context.Background(), push.FCMConfig{CredentialsJSON: creds, URL: srv.URL,
+		Client: &http.Client{Transport: &http.Transport{TLSClientConfig: cliTLS}}})
 	if err != nil {
 		t.Fatal(err)
 	}
