@@ -113,7 +113,7 @@ func LoadProviders(path string) (ProvidersFile, error) {
 	if len(missing) > 0 {
 		return f, fmt.Errorf("providers file %s: environment variables not set: %v", path, missing)
 	}
-	dec := yaml.NewDecoder(bytesReader(expanded))
+	dec := yaml.NewDecoder(strings.NewReader(expanded))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil {
 		return f, fmt.Errorf("providers file %s: %w", path, err)
@@ -272,4 +272,3 @@ func (pc ProviderConfig) tls() (*tls.Config, *http.Client, error) {
 	return tc, &http.Client{Transport: &http.Transport{TLSClientConfig: hc}}, nil
 }
 
-func bytesReader(s string) *strings.Reader { return strings.NewReader(s) }
