@@ -271,4 +271,3 @@ func (pc ProviderConfig) tls() (*tls.Config, *http.Client, error) {
 	hc.ServerName = "" // taken from each request's URL
 	return tc, &http.Client{Transport: &http.Transport{TLSClientConfig: hc}}, nil
 }
-
