@@ -31,6 +31,21 @@ func Check(provider string, resp *http.Response) error {
 	}
 }
 
+// DefaultTimeout bounds one provider request when the configuration does not.
+const DefaultTimeout = 10 * time.Second
+
+// Defaults returns the timeout, DefaultTimeout when unset, and the client, a plain
+// one when unset: the settings every HTTP provider takes.
+func Defaults(timeout time.Duration, client *http.Client) (time.Duration, *http.Client) {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	if client == nil {
+		client = &http.Client{}
+	}
+	return timeout, client
+}
+
 // RetryAfter parses a Retry-After header (seconds or an HTTP date); 0 when absent.
 func RetryAfter(v string) time.Duration {
 	if v == "" {

@@ -346,16 +346,18 @@ type Summary struct {
 	Total     int
 	ByStatus  map[notify.Status]int
 	ByChannel map[notify.Channel]int
-	// LatenciesMs are sent_at - occurred_at of every sent delivery, in milliseconds.
+	// With the full summary only: LatenciesMs are sent_at - occurred_at of every sent
+	// delivery in milliseconds, Retries the provider calls beyond each delivery's first,
+	// Fallbacks the deliveries created as another's fallback.
 	LatenciesMs []float64
-	// Retries counts provider calls beyond each delivery's first.
-	Retries int
-	// Fallbacks counts deliveries created as another's fallback.
-	Fallbacks int
+	Retries     int
+	Fallbacks   int
 }
 
-// Summarize counts the deliveries of events whose id starts with prefix.
-func (s *Deliveries) Summarize(ctx context.Context, prefix string, withLatencies bool) (Summary, error) {
+// Summarize counts the deliveries of events whose id starts with prefix by status and
+// channel; full adds latencies, retries and fallbacks (more queries: for end-of-run
+// reports, not for polling — poll Pending).
+func (s *Deliveries) Summarize(ctx context.Context, prefix string, full bool) (Summary, error) {
 	sum := Summary{ByStatus: map[notify.Status]int{}, ByChannel: map[notify.Channel]int{}}
 	rows, err := s.db.R.QueryContext(ctx, s.db.q(`SELECT status, channel, COUNT(*) FROM herald_deliveries
 		WHERE event_id LIKE ? ESCAPE '!' GROUP BY status, channel`), likePrefix(prefix))
@@ -376,13 +378,13 @@ func (s *Deliveries) Summarize(ctx context.Context, prefix string, withLatencies
 	if err := rows.Err(); err != nil {
 		return sum, err
 	}
+	if !full {
+		return sum, nil
+	}
 	if err := s.db.R.QueryRowContext(ctx, s.db.q(`SELECT COALESCE(SUM(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END), 0),
 		COALESCE(SUM(CASE WHEN fallback_of <> '' THEN 1 ELSE 0 END), 0) FROM herald_deliveries WHERE event_id LIKE ? ESCAPE '!'`),
 		likePrefix(prefix)).Scan(&sum.Retries, &sum.Fallbacks); err != nil {
 		return sum, fmt.Errorf("summarizing retries: %w", err)
-	}
-	if !withLatencies {
-		return sum, nil
 	}
 	lrows, err := s.db.R.QueryContext(ctx, s.db.q(`SELECT sent_at - occurred_at FROM herald_deliveries
 		WHERE event_id LIKE ? ESCAPE '!' AND sent_at IS NOT NULL`), likePrefix(prefix))

@@ -57,13 +57,8 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.Name == "" {
 		cfg.Name = "webhook"
 	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 10 * time.Second
-	}
-	c := cfg.Client
-	if c == nil {
-		c = &http.Client{}
-	}
+	var c *http.Client
+	cfg.Timeout, c = httpclass.Defaults(cfg.Timeout, cfg.Client)
 	return &Provider{cfg: cfg, client: c, now: time.Now}, nil
 }
 

@@ -66,13 +66,8 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.BaseURL == "" {
 		cfg.BaseURL = "https://api.weixin.qq.com"
 	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 10 * time.Second
-	}
-	c := cfg.Client
-	if c == nil {
-		c = &http.Client{}
-	}
+	var c *http.Client
+	cfg.Timeout, c = httpclass.Defaults(cfg.Timeout, cfg.Client)
 	return &Provider{cfg: cfg, client: c}, nil
 }
 

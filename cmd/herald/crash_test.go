@@ -5,9 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -41,27 +39,11 @@ func TestCrashRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	const customers, events, kills = 50, 5000, 3
-	for i := 0; i < customers; i++ {
-		if _, err := db.Recipients().Put(ctx, notify.Recipient{ID: fmt.Sprintf("c%d", i), Contacts: notify.Contacts{
-			Phone: notify.Phone(fmt.Sprintf("+861390014%04d", i)), Email: notify.Email(fmt.Sprintf("c%d@example.com", i))}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	logDir := t.TempDir()
+	putCustomers(t, db, customers)
 	run := 0
 	start := func() *exec.Cmd {
 		run++
-		cmd := exec.Command(bin, "serve", "--db", url, "--addr", "127.0.0.1:0", "--channels", "sms,email,inapp",
-			"--log-format", "json", "--log-level", "warn", "--sandbox-latency", "1ms", "--send-timeout", "1s")
-		log, err := os.Create(filepath.Join(logDir, fmt.Sprintf("run%d.log", run)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stdout, cmd.Stderr = log, log
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd
+		return startServe(t, bin, fmt.Sprintf("run%d", run), "--db", url, "--sandbox-latency", "1ms")
 	}
 
 	// The core writes all events in batches while Herald runs and crashes.
@@ -104,7 +86,6 @@ func TestCrashRecovery(t *testing.T) {
 		t.Logf("kill %d: %d deliveries sent so far", k+1, before)
 		cmd = start()
 	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	if err := <-written; err != nil {
 		t.Fatal(err)
 	}

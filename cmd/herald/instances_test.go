@@ -4,9 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -49,30 +47,13 @@ func twoInstances(t *testing.T, bin string, brokers []string) {
 	if err := db.Migrate(ctx, []string{"sms", "email", "inapp"}); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 20; i++ {
-		_, err := db.Recipients().Put(ctx, notify.Recipient{ID: fmt.Sprintf("c%d", i), Contacts: notify.Contacts{
-			Phone: notify.Phone(fmt.Sprintf("+861390013%04d", i)), Email: notify.Email(fmt.Sprintf("c%d@example.com", i))}})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	putCustomers(t, db, 20)
 	start := func(name string) *exec.Cmd {
-		args := []string{"serve", "--db", url, "--addr", "127.0.0.1:0", "--channels", "sms,email,inapp",
-			"--log-format", "json", "--log-level", "warn", "--sandbox-latency", "2ms", "--send-timeout", "1s"}
+		args := []string{"--db", url, "--sandbox-latency", "2ms"}
 		for _, b := range brokers {
 			args = append(args, "--kafka-brokers", b)
 		}
-		cmd := exec.Command(bin, args...)
-		log, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stdout, cmd.Stderr = log, log
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		return cmd
+		return startServe(t, bin, name, args...)
 	}
 	a, b := start("a"), start("b")
 	_ = b

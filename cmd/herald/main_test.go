@@ -17,6 +17,7 @@ import (
 
 	"github.com/heraldhq/herald/adapters/sqlstore"
 	"github.com/heraldhq/herald/internal/testdb"
+	"github.com/heraldhq/herald/notify"
 )
 
 // TestConfigPrecedence: flags over HERALD_* env over the YAML file over defaults.
@@ -219,4 +220,34 @@ func buildHerald(t *testing.T) string {
 		t.Fatal(buildErr)
 	}
 	return builtBin
+}
+
+// startServe starts `herald serve` on sms, email and in-app with a 1 s send timeout
+// (so a killed instance's leases run out quickly), logging to name.log; the process is
+// killed when the test ends.
+func startServe(t *testing.T, bin, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"serve", "--addr", "127.0.0.1:0", "--channels", "sms,email,inapp",
+		"--log-format", "json", "--log-level", "warn", "--send-timeout", "1s"}, args...)...)
+	log, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd
+}
+
+// putCustomers stores n customers c0..c(n-1) with a phone and an email.
+func putCustomers(t *testing.T, db *sqlstore.DB, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		if _, err := db.Recipients().Put(context.Background(), notify.Recipient{ID: fmt.Sprintf("c%d", i), Contacts: notify.Contacts{
+			Phone: notify.Phone(fmt.Sprintf("+861390014%04d", i)), Email: notify.Email(fmt.Sprintf("c%d@example.com", i))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
