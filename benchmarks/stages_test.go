@@ -3,18 +3,26 @@ package benchmarks
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/shopspring/decimal"
+	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/heraldhq/herald/adapters/kafka"
 	"github.com/heraldhq/herald/adapters/sqlstore"
 	"github.com/heraldhq/herald/config"
+	"github.com/heraldhq/herald/handlers"
+	"github.com/heraldhq/herald/internal/testdb"
 	"github.com/heraldhq/herald/notify"
 	"github.com/heraldhq/herald/outbox"
 	"github.com/heraldhq/herald/service"
@@ -52,13 +60,13 @@ func BenchmarkRender(b *testing.B) {
 	}
 }
 
-func openService(b *testing.B) *service.Service {
+func openService(b *testing.B, url string, kafkaBrokers ...string) *service.Service {
 	b.Helper()
 	cfg, err := config.Default()
 	if err != nil {
 		b.Fatal(err)
 	}
-	cfg.DB, cfg.Addr = "sqlite://"+filepath.Join(b.TempDir(), "bench.db"), "127.0.0.1:0"
+	cfg.DB, cfg.Addr, cfg.KafkaBrokers = url, "127.0.0.1:0", kafkaBrokers
 	cfg.Channels, cfg.PollInterval = []string{"sms", "email", "inapp"}, 5*time.Millisecond
 	svc, err := service.Open(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -78,12 +86,12 @@ func openService(b *testing.B) *service.Service {
 func event(prefix string, i int) notify.Event {
 	amt := decimal.New(int64(1000+i), -2)
 	return notify.Event{ID: fmt.Sprintf("%s%08d", prefix, i), Type: notify.TypeTransactionPosted, OccurredAt: time.Now().UTC(),
-		AccountID: "6222020200112233", CustomerID: fmt.Sprintf("c%d", i%100), Amount: &amt, Currency: "CNY", Direction: "debit"}
+		AccountID: fmt.Sprintf("62220202%08d", i%100), CustomerID: fmt.Sprintf("c%d", i%100), Amount: &amt, Currency: "CNY", Direction: "debit"}
 }
 
 // BenchmarkOutboxWrite: one core transaction with one outbox row (SQLite).
 func BenchmarkOutboxWrite(b *testing.B) {
-	svc := openService(b)
+	svc := openService(b, "sqlite://"+filepath.Join(b.TempDir(), "bench.db"))
 	w, _ := outbox.New(outbox.Config{})
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -97,62 +105,222 @@ func BenchmarkOutboxWrite(b *testing.B) {
 	}
 }
 
-// BenchmarkSQLiteTopic publishes b.N messages and consumes them with one subscriber.
-func BenchmarkSQLiteTopic(b *testing.B) {
-	db, err := sqlstore.Open(context.Background(), "sqlite://"+filepath.Join(b.TempDir(), "topic.db"))
+// backends are the databases the SQL benchmarks run on: the embedded SQLite file and
+// the PostgreSQL and MySQL/MariaDB servers of the machine (HERALD_TEST_POSTGRES,
+// HERALD_TEST_MYSQL), each in a fresh schema or database.
+var backends = []struct {
+	name string
+	url  func(b *testing.B) string
+}{
+	{"sqlite", func(b *testing.B) string { return "sqlite://" + filepath.Join(b.TempDir(), "bench.db") }},
+	{"postgres", func(b *testing.B) string { return testdb.Postgres(b) }},
+	{"mysql", func(b *testing.B) string { return testdb.MySQL(b) }},
+}
+
+// BenchmarkSQLTopic publishes messages one per statement, and consumes b.N messages
+// with one subscriber, one at a time (concurrency 1, watermill-sql's model) and a batch
+// at a time (concurrency 250, Herald's default).
+func BenchmarkSQLTopic(b *testing.B) {
+	for _, be := range backends {
+		b.Run(be.name, func(b *testing.B) {
+			db, err := sqlstore.Open(context.Background(), be.url(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			pub, _ := db.NewPublisher(nil)
+			if err := db.InitTopic("bench"); err != nil {
+				b.Fatal(err)
+			}
+			b.Run("publish", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if err := pub.Publish("bench", message.NewMessage("u", payload)); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			for _, conc := range []int{1, 250} {
+				b.Run(fmt.Sprintf("subscribe-c%d", conc), func(b *testing.B) {
+					benchSubscribe(b, db, pub, conc)
+				})
+			}
+		})
+	}
+}
+
+func benchSubscribe(b *testing.B, db *sqlstore.DB, pub message.Publisher, conc int) {
+	topic := fmt.Sprintf("bench_sub_%d_%d", conc, b.N)
+	if err := db.InitTopic(topic); err != nil {
+		b.Fatal(err)
+	}
+	publishN(b, pub, topic)
+	sub, err := db.NewSubscriber(sqlstore.TransportConfig{PollInterval: time.Millisecond, BatchSize: 250, Concurrency: conc}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer db.Close()
-	pub, _ := db.NewPublisher(nil)
-	if err := db.InitTopic("bench"); err != nil {
+	consumeN(b, sub, topic)
+}
+
+// publishN publishes b.N messages to topic, 500 per call.
+func publishN(b *testing.B, pub message.Publisher, topic string) {
+	msgs := make([]*message.Message, 0, 500)
+	for i := 0; i < b.N; i++ {
+		msgs = append(msgs, message.NewMessage(fmt.Sprint(i), payload))
+		if len(msgs) == cap(msgs) || i == b.N-1 {
+			if err := pub.Publish(topic, msgs...); err != nil {
+				b.Fatal(err)
+			}
+			msgs = msgs[:0]
+		}
+	}
+}
+
+// consumeN times receiving and acking b.N messages of topic, then closes sub.
+func consumeN(b *testing.B, sub message.Subscriber, topic string) {
+	defer sub.Close()
+	b.ReportAllocs()
+	b.ResetTimer()
+	ch, err := sub.Subscribe(context.Background(), topic)
+	if err != nil {
 		b.Fatal(err)
 	}
+	for i := 0; i < b.N; i++ {
+		(<-ch).Ack()
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkClaimSent is the delivery store's dedup step for one delivery: claim the
+// lease, then commit it as sent, from 64 goroutines (group commit at work) on each
+// backend.
+func BenchmarkClaimSent(b *testing.B) {
+	for _, be := range backends {
+		b.Run(be.name, func(b *testing.B) {
+			ctx := context.Background()
+			db, err := sqlstore.Open(ctx, be.url(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			if err := db.Migrate(ctx, []string{"sms"}); err != nil {
+				b.Fatal(err)
+			}
+			ds := make([]notify.Delivery, b.N)
+			for i := range ds {
+				ds[i] = notify.Delivery{ID: fmt.Sprintf("d%d-%d", b.N, i), EventID: "e", EventType: notify.TypeTransactionPosted,
+					Channel: notify.ChannelSMS, Lane: notify.LaneNormal, Address: "+8613800000000", OccurredAt: time.Now()}
+			}
+			for i := 0; i < len(ds); i += 500 {
+				if err := db.InTx(ctx, func(tx *sql.Tx) error { return db.Deliveries().InsertQueued(ctx, tx, ds[i:min(i+500, len(ds))]) }); err != nil {
+					b.Fatal(err)
+				}
+			}
+			store := db.Deliveries()
+			var next atomic.Int64
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.SetParallelism(32) // 64 goroutines on 2 cores
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					id := ds[next.Add(1)-1].ID
+					c, err := store.Claim(ctx, id, "bench", time.Minute)
+					if err != nil || c.State != sqlstore.Claimed {
+						b.Errorf("claim %s: %v %v", id, c.State, err)
+						return
+					}
+					if err := store.MarkSent(ctx, id, notify.Receipt{Provider: "bench"}, time.Now()); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
+		})
+	}
+}
+
+// BenchmarkFanOut is the fan-out of one event (decode, recipient lookup, render three
+// channels, record and publish in one transaction) on SQLite, one event at a time.
+func BenchmarkFanOut(b *testing.B) {
+	svc := openService(b, "sqlite://"+filepath.Join(b.TempDir(), "bench.db"))
+	r, err := templates.New(templates.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	fan, err := handlers.NewFanOut(handlers.FanOutConfig{Directory: svc.DB.Recipients(), Store: svc.DB,
+		Renderer: r, Channels: []notify.Channel{notify.ChannelSMS, notify.ChannelEmail, notify.ChannelInApp},
+		Metrics: metrics.NewSet()}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		e := event("f-", i)
+		p, _ := json.Marshal(e)
+		if err := fan.Handle(message.NewMessage(e.ID, p)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkKafka publishes to and consumes from an in-process Kafka cluster (kfake)
+// with Herald's Kafka configuration (idempotent producer, acks=all).
+func BenchmarkKafka(b *testing.B) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(4))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	cfg := kafka.Config{Brokers: c.ListenAddrs(), ConsumerGroup: "bench"}
+	pub, err := kafka.NewPublisher(cfg, watermill.NopLogger{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Close()
+	topic := fmt.Sprintf("bench-%d", time.Now().UnixNano())
 	b.Run("publish", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if err := pub.Publish("bench", message.NewMessage("u", payload)); err != nil {
+			if err := pub.Publish(topic, message.NewMessage("u", payload)); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	b.Run("subscribe", func(b *testing.B) {
-		topic := fmt.Sprintf("bench_sub_%d", b.N)
-		if err := db.InitTopic(topic); err != nil {
-			b.Fatal(err)
-		}
-		msgs := make([]*message.Message, 0, 500)
-		for i := 0; i < b.N; i++ {
-			msgs = append(msgs, message.NewMessage("u", payload))
-			if len(msgs) == cap(msgs) || i == b.N-1 {
-				if err := pub.Publish(topic, msgs...); err != nil {
-					b.Fatal(err)
-				}
-				msgs = msgs[:0]
-			}
-		}
-		sub, err := db.NewSubscriber(sqlstore.TransportConfig{PollInterval: time.Millisecond}, nil)
+		t := fmt.Sprintf("%s-sub-%d", topic, b.N)
+		publishN(b, pub, t)
+		sub, err := kafka.NewSubscriber(cfg, watermill.NopLogger{})
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer sub.Close()
-		b.ReportAllocs()
-		b.ResetTimer()
-		ch, err := sub.Subscribe(context.Background(), topic)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for i := 0; i < b.N; i++ {
-			(<-ch).Ack()
-		}
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		consumeN(b, sub, t)
 	})
 }
 
-// BenchmarkPipeline commits b.N events (three channels each: sms, email, inapp) and
-// waits until every delivery is sent through the sandbox providers.
+// BenchmarkPipeline commits b.N events (three channels each: sms, email, inapp) in
+// transactions of 100 and waits until every delivery is sent through the sandbox
+// providers, on each backend (SQL topics, default settings).
+// The last, postgres+kafka, carries events and deliveries between stages on an
+// in-process Kafka cluster (kfake) speaking the Kafka protocol.
 func BenchmarkPipeline(b *testing.B) {
-	svc := openService(b)
+	for _, be := range backends {
+		b.Run(be.name, func(b *testing.B) { benchPipeline(b, be.url(b), nil) })
+	}
+	b.Run("postgres+kafka", func(b *testing.B) {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(4))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		benchPipeline(b, testdb.Postgres(b), c.ListenAddrs())
+	})
+}
+
+func benchPipeline(b *testing.B, url string, brokers []string) {
+	svc := openService(b, url, brokers...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.RunPipeline(ctx) }()

@@ -42,7 +42,8 @@ type Config struct {
 	OTPTTL time.Duration `name:"otp-ttl" env:"HERALD_OTP_TTL" default:"5m" help:"One-time passwords not sent within this time after the event expire (status expired)."`
 
 	PollInterval time.Duration `name:"poll-interval" env:"HERALD_POLL_INTERVAL" default:"10ms" help:"How long an idle SQL subscriber waits before polling again."`
-	BatchSize    int           `name:"batch-size" env:"HERALD_BATCH_SIZE" default:"100" help:"Rows one SQL subscriber query reads."`
+	BatchSize    int           `name:"batch-size" env:"HERALD_BATCH_SIZE" default:"250" help:"Rows one SQL subscriber query reads."`
+	Concurrency  int           `name:"concurrency" env:"HERALD_CONCURRENCY" default:"250" help:"Messages of one SQL topic handled at once (one at a time per account or recipient); their writes are committed together. 1 handles one message at a time."`
 	MaxRetries   int           `name:"max-retries" env:"HERALD_MAX_RETRIES" default:"2" help:"Quick in-process retries of a transient failure before the message is parked in the persistent requeue (deliveries) or redelivered (events)."`
 
 	SendTimeout      time.Duration `name:"send-timeout" env:"HERALD_SEND_TIMEOUT" default:"30s" help:"Longest provider call; a delivery's lease lasts twice as long (a crashed instance's deliveries wait that long)."`
@@ -185,6 +186,9 @@ func (c Config) Validate() error {
 	}
 	if c.BatchSize < 1 || c.BatchSize > 10000 {
 		bad("batch-size", "HERALD_BATCH_SIZE", "must be from 1 to 10000")
+	}
+	if c.Concurrency < 1 || c.Concurrency > 10000 {
+		bad("concurrency", "HERALD_CONCURRENCY", "must be from 1 to 10000")
 	}
 	if c.MaxRetries < 0 || c.MaxRetries > 100 {
 		bad("max-retries", "HERALD_MAX_RETRIES", "must be from 0 to 100")

@@ -4,6 +4,7 @@ package router
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -141,7 +142,11 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 	if err != nil {
 		return nil, err
 	}
-	sqlSub, err := cfg.DB.NewSubscriber(cfg.Transport, wlog)
+	tcfg := cfg.Transport
+	if tcfg.Key == nil {
+		tcfg.Key = OrderKey
+	}
+	sqlSub, err := cfg.DB.NewSubscriber(tcfg, wlog)
 	if err != nil {
 		return nil, err
 	}
@@ -258,6 +263,22 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 		return float64(n)
 	})
 	return rt, nil
+}
+
+// OrderKey is what SQL topics keep in order while handling messages side by side: an
+// event's account (outbox rows carry it in the payload; an undecodable one has none and
+// is poisoned by the fan-out) and a delivery's recipient.
+func OrderKey(topic string, m *message.Message) string {
+	if !sqlstore.IsOutboxTopic(topic) {
+		return m.Metadata.Get("recipient_id")
+	}
+	var e struct {
+		AccountID string `json:"account_id"`
+	}
+	if json.Unmarshal(m.Payload, &e) != nil {
+		return ""
+	}
+	return e.AccountID
 }
 
 func laneSuffix(topic string) string {

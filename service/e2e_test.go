@@ -1,6 +1,7 @@
 package service_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -483,6 +484,12 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	waitFor(t, "poisoning", func() bool {
 		es, _, _ := svc.DB.Poison().List(context.Background(), "", "", 1)
 		return len(es) == 1
+	})
+	// The entry is stored before the counter moves: wait for both.
+	waitFor(t, "the poison counter", func() bool {
+		var buf bytes.Buffer
+		svc.Metrics.WritePrometheus(&buf)
+		return strings.Contains(buf.String(), `herald_poisoned_total{handler="fanout"} 1`)
 	})
 
 	req := httptest.NewRequest("GET", "/metrics", nil) // no API key needed for scrapers

@@ -126,7 +126,7 @@ func (s *Service) assemble(ctx context.Context) error {
 	}
 	s.Router, err = router.New(router.Config{
 		DB: s.DB, Providers: providers, Renderer: renderer, Metrics: s.Metrics,
-		Transport: sqlstore.TransportConfig{PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize},
+		Transport: sqlstore.TransportConfig{PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize, Concurrency: cfg.Concurrency},
 		Retry:     router.RetryConfig{MaxRetries: retries},
 		OTPTTL:    cfg.OTPTTL,
 		Kafka:     cfg.Kafka(),

@@ -45,6 +45,10 @@ type DB struct {
 	sub *sql.DB
 	// stmts caches the hot path's prepared statements.
 	stmts stmts
+	// group commits the writes of concurrent handlers together (Group) with
+	// committers transactions at a time.
+	group      grouper
+	committers int
 	// Location is a printable form of where the database is, without credentials.
 	Location string
 }
@@ -104,6 +108,9 @@ type Options struct {
 	// holds one connection while it handles a batch; size it above the number of
 	// topics plus the API's concurrency. SQLite uses one writer and 8 readers.
 	MaxConns int
+	// Committers is how many group-commit transactions (DB.Group) run at once on
+	// PostgreSQL and MySQL. Default 4; SQLite always has one writer.
+	Committers int
 }
 
 // Open opens the database at rawURL with default options and checks that it answers.
@@ -115,6 +122,9 @@ func Open(ctx context.Context, rawURL string) (*DB, error) {
 func OpenWith(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 16
+	}
+	if opts.Committers <= 0 {
+		opts.Committers = 4
 	}
 	d, dsn, err := ParseURL(rawURL)
 	if err != nil {
@@ -139,7 +149,7 @@ func OpenWith(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 	}
 	subs.SetMaxIdleConns(16)
 	subs.SetConnMaxIdleTime(time.Minute)
-	db := &DB{Dialect: d, W: pool, R: pool, sub: subs, Location: redact(u)}
+	db := &DB{Dialect: d, W: pool, R: pool, sub: subs, Location: redact(u), committers: min(opts.Committers, opts.MaxConns/2)}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := pool.PingContext(pctx); err != nil {
@@ -177,7 +187,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	}
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
-	db := &DB{Dialect: SQLite, W: w, R: r, Location: "sqlite://" + path}
+	db := &DB{Dialect: SQLite, W: w, R: r, Location: "sqlite://" + path, committers: 1}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := w.PingContext(pctx); err != nil {
@@ -189,6 +199,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 
 // Close closes the pools.
 func (db *DB) Close() error {
+	db.closeGroup()
 	err := db.closeStmts()
 	if db.sub != nil {
 		err = errors.Join(err, db.sub.Close())

@@ -56,13 +56,13 @@ func (db *DB) onConflictUpdate(key string, cols ...string) string {
 }
 
 // insertID runs an INSERT into a table with an auto-increment id and returns the id.
-func (db *DB) insertID(ctx context.Context, query string, args ...any) (int64, error) {
+func (db *DB) insertID(ctx context.Context, o on, query string, args ...any) (int64, error) {
 	if db.Dialect == Postgres {
 		var id int64
-		err := db.queryRowP(ctx, db.W, query+" RETURNING id", args...).Scan(&id)
+		err := db.queryRowP(ctx, o, query+" RETURNING id", args...).Scan(&id)
 		return id, err
 	}
-	res, err := db.execP(ctx, db.W, query, args...)
+	res, err := db.execP(ctx, o, query, args...)
 	if err != nil {
 		return 0, err
 	}

@@ -18,7 +18,7 @@ import (
 // nothing already recorded (deliveries keep their status) and republishes the messages,
 // which the delivery handlers absorb by delivery id.
 func (db *DB) CommitFanOut(ctx context.Context, n Notification, ds []notify.Delivery, msgs map[string][]*message.Message) error {
-	return db.InTx(ctx, func(tx *sql.Tx) error {
+	return db.Group(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if n.ID != "" { // a fallback adds a delivery to a recorded notification
 			if err := db.Notifications().Record(ctx, tx, n, len(ds)); err != nil {
 				return err
@@ -49,7 +49,13 @@ func (db *DB) CommitFanOut(ctx context.Context, n Notification, ds []notify.Deli
 // OutboxLag is the age of the oldest outbox row the consumer group has not consumed
 // (0 when it is up to date).
 func (db *DB) OutboxLag(ctx context.Context, group string) (time.Duration, error) {
-	events, offsets := TopicTable(EventsTopic), OffsetsTable(EventsTopic)
+	return db.TopicLag(ctx, EventsTopic, group)
+}
+
+// TopicLag is the age of the oldest row of topic the consumer group has not consumed
+// (0 when it is up to date).
+func (db *DB) TopicLag(ctx context.Context, topic, group string) (time.Duration, error) {
+	events, offsets := TopicTable(topic), OffsetsTable(topic)
 	var q string
 	args := []any{group}
 	switch db.Dialect {

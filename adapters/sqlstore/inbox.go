@@ -29,16 +29,19 @@ type InboxMessage struct {
 // Add puts a message in the inbox; adding the same delivery twice keeps one message.
 // It returns the message id.
 func (s *Inbox) Add(ctx context.Context, recipientID, deliveryID, eventType, title, body string) (int64, error) {
-	_, err := s.db.execP(ctx, s.db.W, `INSERT INTO herald_inbox (recipient_id, delivery_id, event_type, title, body, created_at)
-		VALUES (?, ?, ?, ?, ?, ?)`+s.db.onConflictNothing("delivery_id"), recipientID, deliveryID, eventType, title, body, now())
-	if err != nil {
-		return 0, fmt.Errorf("adding to inbox: %w", err)
-	}
 	var id int64
-	if err := s.db.queryRowP(ctx, s.db.W, `SELECT id FROM herald_inbox WHERE delivery_id = ?`, deliveryID).Scan(&id); err != nil {
-		return 0, fmt.Errorf("reading inbox message id: %w", err)
-	}
-	return id, nil
+	err := s.db.Group(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := s.db.execP(ctx, tx, `INSERT INTO herald_inbox (recipient_id, delivery_id, event_type, title, body, created_at)
+		VALUES (?, ?, ?, ?, ?, ?)`+s.db.onConflictNothing("delivery_id"), recipientID, deliveryID, eventType, title, body, now())
+		if err != nil {
+			return fmt.Errorf("adding to inbox: %w", err)
+		}
+		if err := s.db.queryRowP(ctx, tx, `SELECT id FROM herald_inbox WHERE delivery_id = ?`, deliveryID).Scan(&id); err != nil {
+			return fmt.Errorf("reading inbox message id: %w", err)
+		}
+		return nil
+	})
+	return id, err
 }
 
 // InboxPage is one page of an inbox, newest first.

@@ -2,11 +2,13 @@ package sqlstore_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"reflect"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -22,6 +24,10 @@ import (
 // then the lock holder cannot get a connection: a deadlock of the test, not of Herald,
 // which subscribes once per topic); one shared pool on SQLite (one process per file).
 func runPubSubSuite(t *testing.T, url string, features tests.Features, skip map[string]bool) {
+	runPubSubSuiteWith(t, url, sqlstore.TransportConfig{}, features, skip)
+}
+
+func runPubSubSuiteWith(t *testing.T, url string, tc sqlstore.TransportConfig, features tests.Features, skip map[string]bool) {
 	open := func(t *testing.T) *sqlstore.DB {
 		db, err := sqlstore.OpenWith(context.Background(), url, sqlstore.Options{MaxConns: 4})
 		if err != nil {
@@ -40,7 +46,9 @@ func runPubSubSuite(t *testing.T, url string, features tests.Features, skip map[
 		if err != nil {
 			t.Fatal(err)
 		}
-		sub, err := db.NewSubscriber(sqlstore.TransportConfig{ConsumerGroup: group}, suiteLogger)
+		tc := tc
+		tc.ConsumerGroup = group
+		sub, err := db.NewSubscriber(tc, suiteLogger)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,3 +116,158 @@ func TestMySQLPubSub(t *testing.T) {
 }
 
 var suiteLogger = watermill.NopLogger{}
+
+func TestSQLitePubSubConcurrent(t *testing.T) {
+	runPubSubSuiteWith(t, "sqlite://"+filepath.Join(t.TempDir(), "pubsub.db"), sqlstore.TransportConfig{Concurrency: 16}, tests.Features{
+		ConsumerGroups: true, ExactlyOnceDelivery: false, GuaranteedOrder: false, Persistent: true,
+	}, nil)
+}
+
+// TestPostgresPubSubKeyed: with one key for every message, a concurrent subscriber
+// must keep the suite's ordering guarantees.
+func TestPostgresPubSubKeyed(t *testing.T) {
+	one := func(string, *message.Message) string { return "k" }
+	runPubSubSuiteWith(t, testdb.Postgres(t), sqlstore.TransportConfig{Concurrency: 16, Key: one}, tests.Features{
+		ConsumerGroups: true, ExactlyOnceDelivery: true, GuaranteedOrder: true, Persistent: true,
+		ForceShort: true,
+	}, map[string]bool{"TestConcurrentSubscribe": true})
+}
+
+// TestSubscriberConcurrency: up to Concurrency messages are out before any ack, one
+// at a time per key and in topic order, a nacked one comes back, and the batch's
+// offset is committed once all are acked (a new subscriber of the group gets nothing).
+func TestSubscriberConcurrency(t *testing.T) {
+	for name, url := range map[string]string{
+		"sqlite":   "sqlite://" + filepath.Join(t.TempDir(), "c.db"),
+		"postgres": testdb.Postgres(t),
+		"mysql":    testdb.MySQL(t),
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			db, err := sqlstore.Open(context.Background(), url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			pub, err := db.NewPublisher(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const topic = "conc"
+			if err := db.InitTopic(topic); err != nil {
+				t.Fatal(err)
+			}
+			// 8 keyless messages, then a, b, a, b.
+			var msgs []*message.Message
+			for i := 0; i < 8; i++ {
+				msgs = append(msgs, message.NewMessage(fmt.Sprintf("free-%d", i), []byte("x")))
+			}
+			for i, k := range []string{"a", "b", "a", "b"} {
+				m := message.NewMessage(fmt.Sprintf("%s-%d", k, 8+i), []byte("x"))
+				m.Metadata.Set("key", k)
+				msgs = append(msgs, m)
+			}
+			if err := pub.Publish(topic, msgs...); err != nil {
+				t.Fatal(err)
+			}
+			cfg := sqlstore.TransportConfig{Concurrency: 8, BatchSize: 100, Key: func(_ string, m *message.Message) string { return m.Metadata.Get("key") }}
+			sub, err := db.NewSubscriber(cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			ch, err := sub.Subscribe(ctx, topic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			recv := func() *message.Message {
+				select {
+				case m := <-ch:
+					return m
+				case <-ctx.Done():
+					t.Fatal("timed out waiting for a message")
+				}
+				return nil
+			}
+			// Eight are handed out without any ack.
+			var first []*message.Message
+			for i := 0; i < 8; i++ {
+				first = append(first, recv())
+			}
+			select {
+			case m := <-ch:
+				t.Fatalf("a ninth message %s was handed out beyond the concurrency of 8", m.UUID)
+			case <-time.After(200 * time.Millisecond):
+			}
+			nacked := first[0].UUID
+			first[0].Nack() // comes back
+			for _, m := range first[1:] {
+				m.Ack()
+			}
+			// Now the nacked one again and the keyed ones: a-8 and b-9 first, never a-10
+			// before a-8 is acked.
+			got := map[string]*message.Message{}
+			for len(got) < 3 {
+				m := recv()
+				got[m.UUID] = m
+			}
+			if got["a-8"] == nil || got["b-9"] == nil || got[nacked] == nil {
+				t.Fatalf("handed out %v: want %s (resent), a-8 and b-9 only", keysOf(got), nacked)
+			}
+			got["a-8"].Ack()
+			if m := recv(); m.UUID != "a-10" {
+				t.Fatalf("after a-8 was acked got %s, want a-10", m.UUID)
+			} else {
+				m.Ack()
+			}
+			got["b-9"].Ack()
+			if m := recv(); m.UUID != "b-11" {
+				t.Fatalf("after b-9 was acked got %s, want b-11", m.UUID)
+			} else {
+				m.Ack()
+			}
+			got[nacked].Ack()
+			// Wait until the ack is committed, then a fresh subscriber of the group sees nothing.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				lag, err := db.TopicLag(ctx, topic, "herald")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if lag == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d messages still unacked", lag)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err := sub.Close(); err != nil {
+				t.Fatal(err)
+			}
+			sub2, err := db.NewSubscriber(cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub2.Close()
+			ch2, err := sub2.Subscribe(ctx, topic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case m := <-ch2:
+				t.Fatalf("message %s delivered again after its batch was acked", m.UUID)
+			case <-time.After(300 * time.Millisecond):
+			}
+		})
+	}
+}
+
+func keysOf(m map[string]*message.Message) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 )
@@ -24,8 +25,13 @@ type SandboxSend struct {
 
 // Add records a send.
 func (s *SandboxSends) Add(ctx context.Context, r SandboxSend) (int64, error) {
-	id, err := s.db.insertID(ctx, `INSERT INTO herald_sandbox_sends (delivery_id, channel, address, subject, body, accepted_at)
+	var id int64
+	err := s.db.Group(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		id, err = s.db.insertID(ctx, tx, `INSERT INTO herald_sandbox_sends (delivery_id, channel, address, subject, body, accepted_at)
 		VALUES (?, ?, ?, ?, ?, ?)`, r.DeliveryID, r.Channel, r.Address, r.Subject, r.Body, r.AcceptedAt.UnixMicro())
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("recording sandbox send: %w", err)
 	}

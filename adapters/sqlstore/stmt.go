@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"sync"
+	"time"
 )
 
 // stmts caches prepared statements of the hot path (claim, sent, release, inbox,
@@ -15,6 +16,8 @@ import (
 type stmts struct {
 	mu sync.Mutex
 	m  map[stmtKey]*sql.Stmt
+	// warming: queries being prepared on the writer pool in the background.
+	warming map[string]bool
 }
 
 type stmtKey struct {
@@ -22,17 +25,23 @@ type stmtKey struct {
 	query string
 }
 
-// prepared returns the cached statement of query (in the dialect's placeholders) on pool.
+// prepared returns the cached statement of query (in the dialect's placeholders) on
+// pool, preparing it on first use. The lock is not held while preparing: on SQLite
+// the writer pool has one connection, which a group transaction may hold.
 func (db *DB) prepared(ctx context.Context, pool *sql.DB, query string) (*sql.Stmt, error) {
+	if s := db.cached(pool, query); s != nil {
+		return s, nil
+	}
+	s, err := pool.PrepareContext(ctx, db.q(query))
+	if err != nil {
+		return nil, err
+	}
 	k := stmtKey{pool, query}
 	db.stmts.mu.Lock()
 	defer db.stmts.mu.Unlock()
-	if s, ok := db.stmts.m[k]; ok {
-		return s, nil
-	}
-	s, err := pool.PrepareContext(ctx, db.q(query)) //nolint:sqlclosecheck // cached; closed by DB.Close
-	if err != nil {
-		return nil, err
+	if old, ok := db.stmts.m[k]; ok {
+		_ = s.Close() //nolint:sqlclosecheck // a duplicate of the cached one, closed at once
+		return old, nil
 	}
 	if db.stmts.m == nil {
 		db.stmts.m = map[stmtKey]*sql.Stmt{}
@@ -41,18 +50,59 @@ func (db *DB) prepared(ctx context.Context, pool *sql.DB, query string) (*sql.St
 	return s, nil
 }
 
-// execP runs a cached statement on pool.
-func (db *DB) execP(ctx context.Context, pool *sql.DB, query string, args ...any) (sql.Result, error) {
-	s, err := db.prepared(ctx, pool, query) //nolint:sqlclosecheck // cached; closed by DB.Close
+func (db *DB) cached(pool *sql.DB, query string) *sql.Stmt {
+	db.stmts.mu.Lock()
+	defer db.stmts.mu.Unlock()
+	return db.stmts.m[stmtKey{pool, query}]
+}
+
+// on is where a statement runs: a pool (db.W, db.R) or a transaction on db.W.
+type on interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// stmtOn returns the cached statement of query for o: a transaction uses the
+// statement prepared on its connection (prepared there on first use).
+func (db *DB) stmtOn(ctx context.Context, o on, query string) (*sql.Stmt, error) {
+	switch o := o.(type) {
+	case *sql.DB:
+		return db.prepared(ctx, o, query)
+	case *sql.Tx:
+		if s := db.cached(db.W, query); s != nil {
+			return o.StmtContext(ctx, s), nil //nolint:sqlclosecheck // closed with the transaction
+		}
+		// Preparing on the pool would wait for the transaction's own connection on
+		// SQLite: prepare for this transaction, and for the cache once the pool is free.
+		db.stmts.mu.Lock()
+		if db.stmts.warming == nil {
+			db.stmts.warming = map[string]bool{}
+		}
+		if !db.stmts.warming[query] {
+			db.stmts.warming[query] = true
+			go func() { //nolint:gosec // outlives the caller's transaction on purpose
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				_, _ = db.prepared(ctx, db.W, query) //nolint:sqlclosecheck // cached; closed by DB.Close
+			}()
+		}
+		db.stmts.mu.Unlock()
+		return o.PrepareContext(ctx, db.q(query)) //nolint:sqlclosecheck // closed with the transaction
+	}
+	return nil, errors.New("sqlstore: statement on an unknown executor")
+}
+
+// execP runs a cached statement on o (a pool or a transaction).
+func (db *DB) execP(ctx context.Context, o on, query string, args ...any) (sql.Result, error) {
+	s, err := db.stmtOn(ctx, o, query) //nolint:sqlclosecheck // cached; closed by DB.Close
 	if err != nil {
 		return nil, err
 	}
 	return s.ExecContext(ctx, args...)
 }
 
-// queryRowP runs a cached single-row query on pool.
-func (db *DB) queryRowP(ctx context.Context, pool *sql.DB, query string, args ...any) rowScanner {
-	s, err := db.prepared(ctx, pool, query) //nolint:sqlclosecheck // cached; closed by DB.Close
+// queryRowP runs a cached single-row query on o (a pool or a transaction).
+func (db *DB) queryRowP(ctx context.Context, o on, query string, args ...any) rowScanner {
+	s, err := db.stmtOn(ctx, o, query) //nolint:sqlclosecheck // cached; closed by DB.Close
 	if err != nil {
 		return errRow{err}
 	}

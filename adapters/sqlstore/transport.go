@@ -19,6 +19,17 @@ type TransportConfig struct {
 	BatchSize int
 	// AckDeadline: a message not acked in this time is redelivered. Default 60s.
 	AckDeadline time.Duration
+	// Concurrency is how many messages of a batch are handed out before the first is
+	// acked. Default 1: one at a time, the next after the previous one's ack.
+	Concurrency int
+	// Key, when set, names a message's ordering key: messages with the same key are
+	// handed out one at a time, in topic order. "" means no constraint.
+	Key func(topic string, m *message.Message) string
+	// ResendInterval is the wait before a nacked message is handed out again.
+	// Default 10ms.
+	ResendInterval time.Duration
+	// RetryInterval is the wait after a failed read. Default 1s.
+	RetryInterval time.Duration
 }
 
 func (c *TransportConfig) setDefaults() {
@@ -33,6 +44,15 @@ func (c *TransportConfig) setDefaults() {
 	}
 	if c.AckDeadline == 0 {
 		c.AckDeadline = 60 * time.Second
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 1
+	}
+	if c.ResendInterval == 0 {
+		c.ResendInterval = 10 * time.Millisecond
+	}
+	if c.RetryInterval == 0 {
+		c.RetryInterval = time.Second
 	}
 }
 
@@ -136,20 +156,19 @@ func (db *DB) NewTxPublisher(tx wsql.ContextExecutor, logger watermill.LoggerAda
 // NewSubscriber returns a subscriber of SQL topics.
 func (db *DB) NewSubscriber(cfg TransportConfig, logger watermill.LoggerAdapter) (*Subscriber, error) {
 	cfg.setDefaults()
-	s, err := wsql.NewSubscriber(db.subBeginner(), wsql.SubscriberConfig{
-		ConsumerGroup:    cfg.ConsumerGroup,
-		PollInterval:     cfg.PollInterval,
-		ResendInterval:   10 * time.Millisecond,
-		RetryInterval:    time.Second,
-		AckDeadline:      &cfg.AckDeadline,
-		SchemaAdapter:    db.SchemaAdapter(cfg.BatchSize),
-		OffsetsAdapter:   db.OffsetsAdapter(),
-		InitializeSchema: true,
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	schema, offsets := db.SchemaAdapter(cfg.BatchSize), db.OffsetsAdapter()
+	// watermill-sql's subscriber only creates topic tables here.
+	init, err := wsql.NewSubscriber(db.subBeginner(), wsql.SubscriberConfig{
+		ConsumerGroup: cfg.ConsumerGroup, SchemaAdapter: schema, OffsetsAdapter: offsets, InitializeSchema: true,
 	}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("creating SQL subscriber: %w", err)
 	}
-	return newSubscriber(s), nil
+	return &Subscriber{db: db.subBeginner(), cfg: cfg, schema: schema, offsets: offsets, init: init,
+		logger: logger, closing: make(chan struct{})}, nil
 }
 
 // InitTopic creates the tables of a topic.
