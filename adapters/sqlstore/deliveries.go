@@ -81,76 +81,15 @@ type Claim struct {
 // lease is released on failure (Release) and committed on success (MarkSent), so a
 // failure never drops a message and a success is never sent twice by another worker.
 func (s *Deliveries) Claim(ctx context.Context, id, owner string, lease time.Duration) (Claim, error) {
-	var c Claim
-	var cerr error // the claim's own outcome; a database error fails the group instead
-	err := s.db.Group(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		var err error
-		c, err = s.claim(ctx, tx, id, owner, lease)
-		cerr = nil
-		if errors.Is(err, ErrNotFound) {
-			cerr, err = err, nil
-		}
-		return err
-	})
-	if err == nil {
-		err = cerr
-	}
-	if err != nil {
+	r := &groupReq{kind: batchClaim, arg: claimArg{id: id, owner: owner, lease: lease}}
+	if err := s.db.submit(ctx, r); err != nil {
 		return Claim{}, fmt.Errorf("claiming delivery %s: %w", id, err)
 	}
-	return c, nil
-}
-
-func (s *Deliveries) claim(ctx context.Context, tx *sql.Tx, id, owner string, lease time.Duration) (Claim, error) {
-	t := now()
-	const update = `UPDATE herald_deliveries SET status = ?, attempts = attempts + 1, lease_owner = ?, lease_until = ?,
-		updated_at = ? WHERE id = ? AND (status = ? OR (status = ? AND lease_until < ?))`
-	args := []any{string(notify.StatusSending), owner, t + lease.Microseconds(), t, id,
-		string(notify.StatusQueued), string(notify.StatusSending), t}
-	if s.db.Dialect == MySQL { // no UPDATE ... RETURNING: read the row afterwards
-		res, err := s.db.execP(ctx, tx, update, args...)
-		if err != nil {
-			return Claim{}, err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return Claim{}, err
-		}
-		c, err := s.claimState(ctx, tx, id)
-		if n == 1 {
-			c.State = Claimed
-		}
-		return c, err
+	out := r.out.(claimOut)
+	if out.err != nil {
+		return Claim{}, fmt.Errorf("claiming delivery %s: %w", id, out.err)
 	}
-	var attempts int
-	var created int64
-	err := s.db.queryRowP(ctx, tx, update+` RETURNING attempts, created_at`, args...).Scan(&attempts, &created)
-	if err == nil {
-		return Claim{State: Claimed, Status: notify.StatusSending, Attempts: attempts, CreatedAt: fromMicros(created)}, nil
-	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return Claim{}, err
-	}
-	return s.claimState(ctx, tx, id)
-}
-
-func (s *Deliveries) claimState(ctx context.Context, tx *sql.Tx, id string) (Claim, error) {
-	var st string
-	var attempts int
-	var until, created int64
-	err := s.db.queryRowP(ctx, tx, `SELECT status, attempts, lease_until, created_at FROM herald_deliveries WHERE id = ?`, id).
-		Scan(&st, &attempts, &until, &created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Claim{}, ErrNotFound
-	}
-	if err != nil {
-		return Claim{}, err
-	}
-	c := Claim{State: ClaimBusy, Status: notify.Status(st), Attempts: attempts, LeaseUntil: fromMicros(until), CreatedAt: fromMicros(created)}
-	if c.Status.Terminal() {
-		c.State = ClaimDone
-	}
-	return c, nil
+	return out.c, nil
 }
 
 // Release gives a claimed delivery back (status queued) after a failure, with the
@@ -176,12 +115,7 @@ func (s *Deliveries) Release(ctx context.Context, id, owner, reason string, coun
 
 // MarkSent records the provider's acceptance and ends the lease.
 func (s *Deliveries) MarkSent(ctx context.Context, id string, r notify.Receipt, at time.Time) error {
-	err := s.db.Group(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := s.db.execP(ctx, tx, `UPDATE herald_deliveries SET status = ?, provider = ?, provider_message_id = ?,
-		last_error = '', sent_at = ?, lease_owner = '', lease_until = 0, updated_at = ? WHERE id = ?`,
-			string(notify.StatusSent), r.Provider, r.ProviderMessageID, at.UnixMicro(), now(), id)
-		return err
-	})
+	err := s.db.submit(ctx, &groupReq{kind: batchSent, arg: sentArg{id: id, r: r, at: at}})
 	if err != nil {
 		return fmt.Errorf("marking delivery %s sent: %w", id, err)
 	}

@@ -2,11 +2,9 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 
-	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/heraldhq/herald/notify"
@@ -18,32 +16,7 @@ import (
 // nothing already recorded (deliveries keep their status) and republishes the messages,
 // which the delivery handlers absorb by delivery id.
 func (db *DB) CommitFanOut(ctx context.Context, n Notification, ds []notify.Delivery, msgs map[string][]*message.Message) error {
-	return db.Group(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		if n.ID != "" { // a fallback adds a delivery to a recorded notification
-			if err := db.Notifications().Record(ctx, tx, n, len(ds)); err != nil {
-				return err
-			}
-		}
-		if err := db.Deliveries().InsertQueued(ctx, tx, ds); err != nil {
-			return err
-		}
-		if len(msgs) == 0 {
-			return nil
-		}
-		pub, err := db.NewTxPublisher(wsql.TxFromStdSQL(tx), nil)
-		if err != nil {
-			return err
-		}
-		for topic, ms := range msgs {
-			for _, m := range ms {
-				m.SetContext(ctx)
-			}
-			if err := pub.Publish(topic, ms...); err != nil {
-				return fmt.Errorf("publishing to %s: %w", topic, err)
-			}
-		}
-		return nil
-	})
+	return db.submit(ctx, &groupReq{kind: batchFanOut, arg: fanOutArg{n: n, ds: ds, msgs: msgs}})
 }
 
 // OutboxLag is the age of the oldest outbox row the consumer group has not consumed

@@ -24,7 +24,12 @@ var ErrClosed = errors.New("database is closed")
 const groupMax = 256
 
 type groupReq struct {
+	// fn is a write of its own; when nil, the request is one of a batchable kind
+	// (batch.go) run with the others of its kind in one statement.
 	fn   func(ctx context.Context, tx *sql.Tx) error
+	kind batchKind
+	arg  any // the kind's argument
+	out  any // the kind's result, set by its batch
 	done chan error
 }
 
@@ -49,9 +54,13 @@ var donePool = sync.Pool{New: func() any { return make(chan error, 1) }}
 // committer's context, so that a write the caller started is finished even if the
 // caller's context ends (shutdown) — Group still waits for the outcome.
 func (db *DB) Group(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	return db.submit(ctx, &groupReq{fn: fn})
+}
+
+func (db *DB) submit(ctx context.Context, r *groupReq) error {
 	g := &db.group
 	g.start.Do(func() { db.startGroup() })
-	r := &groupReq{fn: fn, done: donePool.Get().(chan error)}
+	r.done = donePool.Get().(chan error)
 	g.mu.RLock()
 	if g.closed {
 		g.mu.RUnlock()
@@ -140,8 +149,22 @@ func (db *DB) runGroup(ctx context.Context, batch []*groupReq) error {
 	if err != nil {
 		return fmt.Errorf("beginning transaction: %w", err)
 	}
+	var kinds [numBatchKinds][]*groupReq
 	for _, r := range batch {
+		if r.fn == nil {
+			kinds[r.kind] = append(kinds[r.kind], r)
+			continue
+		}
 		if err := r.fn(ctx, tx); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+	}
+	for k, rs := range kinds {
+		if len(rs) == 0 {
+			continue
+		}
+		if err := db.runBatch(ctx, tx, batchKind(k), rs); err != nil {
 			_ = tx.Rollback()
 			return err
 		}

@@ -29,19 +29,11 @@ type InboxMessage struct {
 // Add puts a message in the inbox; adding the same delivery twice keeps one message.
 // It returns the message id.
 func (s *Inbox) Add(ctx context.Context, recipientID, deliveryID, eventType, title, body string) (int64, error) {
-	var id int64
-	err := s.db.Group(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := s.db.execP(ctx, tx, `INSERT INTO herald_inbox (recipient_id, delivery_id, event_type, title, body, created_at)
-		VALUES (?, ?, ?, ?, ?, ?)`+s.db.onConflictNothing("delivery_id"), recipientID, deliveryID, eventType, title, body, now())
-		if err != nil {
-			return fmt.Errorf("adding to inbox: %w", err)
-		}
-		if err := s.db.queryRowP(ctx, tx, `SELECT id FROM herald_inbox WHERE delivery_id = ?`, deliveryID).Scan(&id); err != nil {
-			return fmt.Errorf("reading inbox message id: %w", err)
-		}
-		return nil
-	})
-	return id, err
+	r := &groupReq{kind: batchInbox, arg: inboxArg{recipientID: recipientID, deliveryID: deliveryID, eventType: eventType, title: title, body: body}}
+	if err := s.db.submit(ctx, r); err != nil {
+		return 0, err
+	}
+	return r.out.(int64), nil
 }
 
 // InboxPage is one page of an inbox, newest first.

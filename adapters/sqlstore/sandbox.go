@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 )
@@ -25,17 +24,11 @@ type SandboxSend struct {
 
 // Add records a send.
 func (s *SandboxSends) Add(ctx context.Context, r SandboxSend) (int64, error) {
-	var id int64
-	err := s.db.Group(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		var err error
-		id, err = s.db.insertID(ctx, tx, `INSERT INTO herald_sandbox_sends (delivery_id, channel, address, subject, body, accepted_at)
-		VALUES (?, ?, ?, ?, ?, ?)`, r.DeliveryID, r.Channel, r.Address, r.Subject, r.Body, r.AcceptedAt.UnixMicro())
-		return err
-	})
-	if err != nil {
+	req := &groupReq{kind: batchSandbox, arg: r}
+	if err := s.db.submit(ctx, req); err != nil {
 		return 0, fmt.Errorf("recording sandbox send: %w", err)
 	}
-	return id, nil
+	return req.out.(int64), nil
 }
 
 // Duplicates counts deliveries of events whose id starts with prefix that a sandbox

@@ -1,0 +1,99 @@
+package sqlstore_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/notify"
+)
+
+// TestBatchedWritesKeepEachCallersResult: writes of many concurrent callers share
+// multi-row statements (group commit); each caller must still get its own result: its
+// own sandbox id, inbox id, claim and sent record, and one claim per delivery even when
+// one owner claims the same delivery twice at once.
+func TestBatchedWritesKeepEachCallersResult(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		const n = 60
+		ds := make([]notify.Delivery, n)
+		for i := range ds {
+			ds[i] = notify.Delivery{ID: fmt.Sprintf("bd-%02d", i), EventID: "be", EventType: "x", Channel: notify.ChannelSMS,
+				Lane: notify.LaneNormal, Address: "+8613800138000", OccurredAt: time.Now()}
+		}
+		if err := db.Deliveries().InsertQueued(ctx, db.W, ds); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		claimed := map[string]int{}
+		for i := 0; i < 2*n; i++ { // every delivery claimed twice by the same owner
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				id := ds[i%n].ID
+				c, err := db.Deliveries().Claim(ctx, id, "owner", time.Minute)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if c.State == sqlstore.Claimed {
+					mu.Lock()
+					claimed[id]++
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		for _, d := range ds {
+			if claimed[d.ID] != 1 {
+				t.Fatalf("delivery %s claimed %d times, want once", d.ID, claimed[d.ID])
+			}
+		}
+		if _, err := db.Deliveries().Claim(ctx, "no-such", "owner", time.Minute); err == nil {
+			t.Fatal("claiming an unknown delivery succeeded")
+		}
+		ids := make([]int64, n)
+		inbox := make([]int64, n)
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				id, err := db.SandboxSends().Add(ctx, sqlstore.SandboxSend{DeliveryID: ds[i].ID, Channel: "sms", Address: "x", AcceptedAt: time.Now()})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ids[i] = id
+				if inbox[i], err = db.Inbox().Add(ctx, "r1", ds[i].ID, "x", "t", fmt.Sprint(i)); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := db.Deliveries().MarkSent(ctx, ds[i].ID, notify.Receipt{Provider: "p", ProviderMessageID: fmt.Sprintf("sbx-%d", id)}, time.Now()); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		for i, d := range ds {
+			var got string
+			if err := db.R.QueryRow(db.Rebind(`SELECT delivery_id FROM herald_sandbox_sends WHERE id = ?`), ids[i]).Scan(&got); err != nil || got != d.ID {
+				t.Fatalf("sandbox id %d of %s belongs to %q (%v)", ids[i], d.ID, got, err)
+			}
+			if err := db.R.QueryRow(db.Rebind(`SELECT delivery_id FROM herald_inbox WHERE id = ?`), inbox[i]).Scan(&got); err != nil || got != d.ID {
+				t.Fatalf("inbox id %d of %s belongs to %q (%v)", inbox[i], d.ID, got, err)
+			}
+			g, err := db.Deliveries().Get(ctx, d.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g.Status != notify.StatusSent || g.ProviderMessageID != fmt.Sprintf("sbx-%d", ids[i]) || g.SentAt == nil || g.Attempts != 1 {
+				t.Fatalf("delivery %s: status %s, provider id %q, sent at %v, attempts %d", d.ID, g.Status, g.ProviderMessageID, g.SentAt, g.Attempts)
+			}
+		}
+	})
+}
