@@ -266,11 +266,16 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 }
 
 // OrderKey is what SQL topics keep in order while handling messages side by side: an
-// event's account (outbox rows carry it in the payload; an undecodable one has none and
-// is poisoned by the fan-out) and a delivery's recipient.
+// event's account and a delivery's recipient. An outbox row's account is its metadata's
+// account_id (the partition key of docs/outbox.md, set by the Go outbox), else the
+// payload's (a plain INSERT may omit metadata; an undecodable payload has none and is
+// poisoned by the fan-out).
 func OrderKey(topic string, m *message.Message) string {
 	if !sqlstore.IsOutboxTopic(topic) {
 		return m.Metadata.Get("recipient_id")
+	}
+	if a := m.Metadata.Get("account_id"); a != "" {
+		return a
 	}
 	var e struct {
 		AccountID string `json:"account_id"`

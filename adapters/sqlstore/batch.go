@@ -281,20 +281,14 @@ type fanOutArg struct {
 // each and publishes their messages with one INSERT per topic, in request order (so
 // a topic keeps the order in which the events were handed out).
 func (db *DB) fanOutBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
-	var ns strings.Builder
-	var nargs []any
+	var ns []NotificationRecord
 	var ds []notify.Delivery
 	byTopic := map[string][]*message.Message{}
 	var topics []string
-	t := now()
 	for _, r := range rs {
 		a := r.arg.(fanOutArg)
 		if a.n.ID != "" { // a fallback adds a delivery to a recorded notification
-			if len(nargs) > 0 {
-				ns.WriteByte(',')
-			}
-			ns.WriteString("(?,?,?,?,?,?,?,?)")
-			nargs = append(nargs, a.n.ID, a.n.Type, a.n.CustomerID, a.n.Status, a.n.Reason, len(a.ds), a.n.OccurredAt.UnixMicro(), t)
+			ns = append(ns, NotificationRecord{Notification: a.n, Deliveries: len(a.ds)})
 		}
 		ds = append(ds, a.ds...)
 		for topic, ms := range a.msgs {
@@ -304,11 +298,8 @@ func (db *DB) fanOutBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error
 			byTopic[topic] = append(byTopic[topic], ms...)
 		}
 	}
-	if len(nargs) > 0 {
-		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO herald_notifications (id, type, customer_id, status, reason, deliveries,
-			occurred_at, created_at) VALUES `+ns.String()+db.onConflictNothing("id")), nargs...); err != nil {
-			return fmt.Errorf("recording %d notifications: %w", len(nargs)/8, err)
-		}
+	if err := db.Notifications().Record(ctx, tx, ns); err != nil {
+		return err
 	}
 	// Bound the parameters of one statement (12 per delivery).
 	for i := 0; i < len(ds); i += 1000 {

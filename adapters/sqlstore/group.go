@@ -43,8 +43,6 @@ type grouper struct {
 	closed bool
 }
 
-var donePool = sync.Pool{New: func() any { return make(chan error, 1) }}
-
 // Group runs fn in a write transaction shared with other callers' writes and returns
 // when that transaction is committed (nil) or has failed (fn's error or the commit's).
 // fn may run more than once: if any write of a shared transaction fails, it is rolled
@@ -60,7 +58,7 @@ func (db *DB) Group(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx
 func (db *DB) submit(ctx context.Context, r *groupReq) error {
 	g := &db.group
 	g.start.Do(func() { db.startGroup() })
-	r.done = donePool.Get().(chan error)
+	r.done = make(chan error, 1)
 	g.mu.RLock()
 	if g.closed {
 		g.mu.RUnlock()
@@ -73,9 +71,7 @@ func (db *DB) submit(ctx context.Context, r *groupReq) error {
 		g.mu.RUnlock()
 		return ctx.Err()
 	}
-	err := <-r.done
-	donePool.Put(r.done)
-	return err
+	return <-r.done
 }
 
 func (db *DB) startGroup() {
@@ -124,6 +120,7 @@ func (db *DB) commitLoop() {
 			}
 		}
 		db.commitGroup(batch)
+		db.prepareWanted()
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/heraldhq/herald/notify"
@@ -132,13 +133,29 @@ const (
 	NotificationPoisoned  = "poisoned"   // invalid: see the poison queue
 )
 
-// Record saves the fan-out's outcome inside tx (idempotent).
-func (s *Notifications) Record(ctx context.Context, tx Execer, n Notification, deliveries int) error {
+// NotificationRecord is a fan-out's outcome: the notification and how many
+// deliveries it made.
+type NotificationRecord struct {
+	Notification
+	Deliveries int
+}
+
+// Record saves fan-out outcomes inside tx in one statement (idempotent: a recorded
+// notification is kept).
+func (s *Notifications) Record(ctx context.Context, tx Execer, rs []NotificationRecord) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	args := make([]any, 0, 8*len(rs))
+	t := now()
+	for _, r := range rs {
+		args = append(args, r.ID, r.Type, r.CustomerID, r.Status, r.Reason, r.Deliveries, r.OccurredAt.UnixMicro(), t)
+	}
 	_, err := tx.ExecContext(ctx, s.db.q(`INSERT INTO herald_notifications (id, type, customer_id, status, reason, deliveries,
-		occurred_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`+s.db.onConflictNothing("id")),
-		n.ID, n.Type, n.CustomerID, n.Status, n.Reason, deliveries, n.OccurredAt.UnixMicro(), now())
+		occurred_at, created_at) VALUES `+strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?,?,?),", len(rs)), ",")+
+		s.db.onConflictNothing("id")), args...)
 	if err != nil {
-		return fmt.Errorf("recording notification: %w", err)
+		return fmt.Errorf("recording %d notifications: %w", len(rs), err)
 	}
 	return nil
 }

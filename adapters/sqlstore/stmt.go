@@ -16,8 +16,8 @@ import (
 type stmts struct {
 	mu sync.Mutex
 	m  map[stmtKey]*sql.Stmt
-	// warming: queries being prepared on the writer pool in the background.
-	warming map[string]bool
+	// wanted: queries a transaction found uncached, to prepare on the writer pool.
+	wanted map[string]bool
 }
 
 type stmtKey struct {
@@ -72,19 +72,13 @@ func (db *DB) stmtOn(ctx context.Context, o on, query string) (*sql.Stmt, error)
 			return o.StmtContext(ctx, s), nil //nolint:sqlclosecheck // closed with the transaction
 		}
 		// Preparing on the pool would wait for the transaction's own connection on
-		// SQLite: prepare for this transaction, and for the cache once the pool is free.
+		// SQLite: prepare for this transaction; the committer prepares it for the cache
+		// once the transaction is over (prepareWanted).
 		db.stmts.mu.Lock()
-		if db.stmts.warming == nil {
-			db.stmts.warming = map[string]bool{}
+		if db.stmts.wanted == nil {
+			db.stmts.wanted = map[string]bool{}
 		}
-		if !db.stmts.warming[query] {
-			db.stmts.warming[query] = true
-			go func() { //nolint:gosec // outlives the caller's transaction on purpose
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				defer cancel()
-				_, _ = db.prepared(ctx, db.W, query) //nolint:sqlclosecheck // cached; closed by DB.Close
-			}()
-		}
+		db.stmts.wanted[query] = true
 		db.stmts.mu.Unlock()
 		return o.PrepareContext(ctx, db.q(query)) //nolint:sqlclosecheck // closed with the transaction
 	}
@@ -114,6 +108,20 @@ type rowScanner interface{ Scan(dest ...any) error }
 type errRow struct{ err error }
 
 func (r errRow) Scan(...any) error { return r.err }
+
+// prepareWanted caches the statements transactions wanted; the committer calls it
+// between transactions, when the writer's connection is free.
+func (db *DB) prepareWanted() {
+	db.stmts.mu.Lock()
+	wanted := db.stmts.wanted
+	db.stmts.wanted = nil
+	db.stmts.mu.Unlock()
+	for q := range wanted {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, _ = db.prepared(ctx, db.W, q) //nolint:sqlclosecheck // cached; closed by DB.Close
+		cancel()
+	}
+}
 
 func (db *DB) closeStmts() error {
 	db.stmts.mu.Lock()

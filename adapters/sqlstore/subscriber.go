@@ -67,13 +67,24 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
+	// Reads (which may wait for another instance's lock) also stop when the subscriber
+	// closes; the messages' contexts do not.
+	readCtx, stopReads := context.WithCancel(ctx)
 	out := make(chan *message.Message)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer cancel()
 		defer close(out)
-		s.consume(ctx, topic, out)
+		go func() {
+			select {
+			case <-s.closing:
+				stopReads()
+			case <-readCtx.Done():
+			}
+		}()
+		defer stopReads()
+		s.consume(ctx, readCtx, topic, out)
 	}()
 	return out, nil
 }
@@ -106,30 +117,22 @@ func (s *Subscriber) Close() error {
 	return err
 }
 
-func (s *Subscriber) consume(ctx context.Context, topic string, out chan<- *message.Message) {
+func (s *Subscriber) consume(ctx, readCtx context.Context, topic string, out chan<- *message.Message) {
 	log := s.logger.With(watermill.LogFields{"topic": topic, "consumer_group": s.cfg.ConsumerGroup})
 	var wait time.Duration
 	for {
-		if wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-s.closing:
-				t.Stop()
-				return
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-		}
+		// readCtx ends when ctx does or the subscriber closes.
+		t := time.NewTimer(wait)
 		select {
-		case <-s.closing:
+		case <-readCtx.Done():
+			t.Stop()
 			return
-		case <-ctx.Done():
-			return
-		default:
+		case <-t.C:
 		}
-		empty, err := s.batch(ctx, topic, out)
+		if readCtx.Err() != nil {
+			return
+		}
+		empty, err := s.batch(ctx, readCtx, topic, out)
 		switch {
 		case err != nil:
 			if ctx.Err() == nil && !s.closed.Load() {
@@ -146,7 +149,7 @@ func (s *Subscriber) consume(ctx context.Context, topic string, out chan<- *mess
 
 // batch reads one batch, hands its messages out and acks the handled prefix. empty
 // reports that there was nothing to hand out.
-func (s *Subscriber) batch(ctx context.Context, topic string, out chan<- *message.Message) (empty bool, err error) {
+func (s *Subscriber) batch(ctx, readCtx context.Context, topic string, out chan<- *message.Message) (empty bool, err error) {
 	// The transaction outlives a cancelled ctx so that what was handled is acked at
 	// shutdown; only the read is interrupted.
 	tctx := context.WithoutCancel(ctx)
@@ -160,7 +163,7 @@ func (s *Subscriber) batch(ctx context.Context, topic string, out chan<- *messag
 			_ = tx.Rollback()
 		}
 	}()
-	rows, err := s.read(ctx, tx, topic)
+	rows, err := s.read(readCtx, tx, topic)
 	if err != nil || len(rows) == 0 {
 		return err == nil, err
 	}
@@ -198,18 +201,7 @@ func (s *Subscriber) read(ctx context.Context, tx wsql.Tx, topic string) ([]wsql
 	if err != nil {
 		return nil, err
 	}
-	// Interrupt the read (which may wait for another instance's lock) on close.
-	qctx, cancel := context.WithCancel(ctx)
-	stop := make(chan struct{})
-	go func() {
-		select {
-		case <-s.closing:
-			cancel()
-		case <-stop:
-		}
-	}()
-	defer func() { close(stop); cancel() }()
-	rs, err := tx.QueryContext(qctx, sel.Query, sel.Args...)
+	rs, err := tx.QueryContext(ctx, sel.Query, sel.Args...)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", topic, err)
 	}

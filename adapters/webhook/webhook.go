@@ -9,9 +9,6 @@ package webhook
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +18,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/adapters/httpclass"
+	"github.com/heraldhq/herald/internal/hmacsig"
 	"github.com/heraldhq/herald/notify"
 )
 
@@ -77,25 +75,18 @@ type Payload struct {
 
 // Sign returns the Herald-Signature value of body sent at ts.
 func Sign(secret string, ts int64, body []byte) string {
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write([]byte(strconv.FormatInt(ts, 10)))
-	mac.Write([]byte{'.'})
-	mac.Write(body)
-	return "v1=" + hex.EncodeToString(mac.Sum(nil))
+	return "v1=" + hmacsig.Hex(secret, ts, body)
 }
 
 // Verify checks a received webhook: the signature over timestamp and body, and a
 // timestamp no further than tolerance from now.
 func Verify(secret, timestamp, signature string, body []byte, tolerance time.Duration) error {
-	ts, err := strconv.ParseInt(timestamp, 10, 64)
-	if err != nil {
-		return errors.New("webhook: bad timestamp")
-	}
-	if d := time.Since(time.Unix(ts, 0)); d > tolerance || d < -tolerance {
+	err := hmacsig.Check(timestamp, signature, tolerance, func(ts int64) string { return Sign(secret, ts, body) })
+	switch {
+	case errors.Is(err, hmacsig.ErrStale):
 		return errors.New("webhook: timestamp outside the tolerance (replayed or clock skew)")
-	}
-	if !hmac.Equal([]byte(Sign(secret, ts, body)), []byte(signature)) {
-		return errors.New("webhook: signature mismatch")
+	case err != nil:
+		return fmt.Errorf("webhook: %w", err)
 	}
 	return nil
 }

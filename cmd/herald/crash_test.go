@@ -12,8 +12,6 @@ import (
 
 	"github.com/shopspring/decimal"
 
-	"github.com/heraldhq/herald/adapters/sqlstore"
-	"github.com/heraldhq/herald/internal/testdb"
 	"github.com/heraldhq/herald/notify"
 	"github.com/heraldhq/herald/outbox"
 )
@@ -27,17 +25,8 @@ import (
 // counted and reported, and bounded by the number of kills times the in-flight sends.
 func TestCrashRecovery(t *testing.T) {
 	bin := buildHerald(t)
-	url := testdb.Postgres(t)
+	db, url := migratedPostgres(t)
 	ctx := context.Background()
-	db, err := sqlstore.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	channels := []string{"sms", "email", "inapp"}
-	if err := db.Migrate(ctx, channels); err != nil {
-		t.Fatal(err)
-	}
 	// concurrency bounds the sends in flight per topic, hence the duplicates a kill
 	// can cause; the default (250) would make the bound too loose to check anything.
 	const customers, events, kills, concurrency = 50, 5000, 3, 8
@@ -93,7 +82,7 @@ func TestCrashRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	want := events * len(channels)
+	want := events * 3 // sms, email, inapp
 	began := time.Now()
 	deadline := began.Add(3 * time.Minute)
 	for {

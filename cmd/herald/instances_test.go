@@ -12,8 +12,6 @@ import (
 	"github.com/shopspring/decimal"
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/heraldhq/herald/adapters/sqlstore"
-	"github.com/heraldhq/herald/internal/testdb"
 	"github.com/heraldhq/herald/notify"
 	"github.com/heraldhq/herald/outbox"
 )
@@ -37,16 +35,8 @@ func TestTwoInstances(t *testing.T) {
 }
 
 func twoInstances(t *testing.T, bin string, brokers []string) {
-	url := testdb.Postgres(t)
+	db, url := migratedPostgres(t)
 	ctx := context.Background()
-	db, err := sqlstore.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.Migrate(ctx, []string{"sms", "email", "inapp"}); err != nil {
-		t.Fatal(err)
-	}
 	putCustomers(t, db, 20)
 	start := func(name string) *exec.Cmd {
 		args := []string{"--db", url, "--sandbox-latency", "2ms"}

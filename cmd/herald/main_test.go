@@ -242,6 +242,22 @@ func startServe(t *testing.T, bin, name string, args ...string) *exec.Cmd {
 }
 
 // putCustomers stores n customers c0..c(n-1) with a phone and an email.
+// migratedPostgres returns a fresh PostgreSQL database (closed at the end of the test)
+// migrated for sms, email and inapp, and its URL.
+func migratedPostgres(t *testing.T) (*sqlstore.DB, string) {
+	t.Helper()
+	url := testdb.Postgres(t)
+	db, err := sqlstore.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if err := db.Migrate(context.Background(), []string{"sms", "email", "inapp"}); err != nil {
+		t.Fatal(err)
+	}
+	return db, url
+}
+
 func putCustomers(t *testing.T, db *sqlstore.DB, n int) {
 	t.Helper()
 	for i := 0; i < n; i++ {

@@ -7,9 +7,6 @@ package httpgw
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +17,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/adapters/httpclass"
+	"github.com/heraldhq/herald/internal/hmacsig"
 	"github.com/heraldhq/herald/notify"
 )
 
@@ -90,12 +88,7 @@ func New(cfg Config) (*Provider, error) {
 func (p *Provider) Name() string { return p.cfg.Name }
 
 // Sign returns the signature of body sent at ts with secret.
-func Sign(secret string, ts int64, body []byte) string {
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write([]byte(strconv.FormatInt(ts, 10) + "."))
-	mac.Write(body)
-	return hex.EncodeToString(mac.Sum(nil))
-}
+func Sign(secret string, ts int64, body []byte) string { return hmacsig.Hex(secret, ts, body) }
 
 // Send implements handlers.Provider.
 func (p *Provider) Send(ctx context.Context, m notify.Message) (notify.Receipt, error) {
@@ -170,17 +163,14 @@ func (p *Provider) ParseReports(header http.Header, body []byte) ([]notify.Repor
 	if p.cfg.Secret == "" {
 		return nil, errors.New("receipts need a secret: configure one for this gateway")
 	}
-	{
-		ts, err := strconv.ParseInt(header.Get(HeaderTimestamp), 10, 64)
-		if err != nil {
-			return nil, errors.New("missing or bad " + HeaderTimestamp)
-		}
-		if d := time.Since(time.Unix(ts, 0)); d > 5*time.Minute || d < -5*time.Minute {
-			return nil, errors.New(HeaderTimestamp + " outside five minutes")
-		}
-		if !hmac.Equal([]byte(Sign(p.cfg.Secret, ts, body)), []byte(header.Get(HeaderSignature))) {
-			return nil, errors.New("bad " + HeaderSignature)
-		}
+	switch err := hmacsig.Check(header.Get(HeaderTimestamp), header.Get(HeaderSignature), 5*time.Minute,
+		func(ts int64) string { return Sign(p.cfg.Secret, ts, body) }); {
+	case errors.Is(err, hmacsig.ErrTimestamp):
+		return nil, errors.New("missing or bad " + HeaderTimestamp)
+	case errors.Is(err, hmacsig.ErrStale):
+		return nil, errors.New(HeaderTimestamp + " outside five minutes")
+	case err != nil:
+		return nil, errors.New("bad " + HeaderSignature)
 	}
 	var rs []Receipt
 	if t := bytes.TrimSpace(body); len(t) > 0 && t[0] == '[' {
