@@ -49,6 +49,8 @@ type DB struct {
 	// committers transactions at a time.
 	group      grouper
 	committers int
+	// wakes wakes subscriptions after commits that published to their topic.
+	wakes wakeHub
 	// Location is a printable form of where the database is, without credentials.
 	Location string
 }

@@ -50,14 +50,15 @@ func (d *Delayed) Count(ctx context.Context) (int, error) {
 // the delivery leases absorb). Rows locked by another instance are skipped.
 func (d *Delayed) MoveDue(ctx context.Context, limit int, pub message.Publisher) (int, error) {
 	moved := 0
+	var topics []string
 	err := d.db.InTx(ctx, func(tx *sql.Tx) error {
+		topics = topics[:0]
 		q := `SELECT id, topic, uuid, payload, metadata FROM herald_delayed WHERE due_at <= ? ORDER BY due_at LIMIT ?`
 		if d.db.Dialect != SQLite {
 			q += ` FOR UPDATE SKIP LOCKED`
 		}
 		var ids []any
 		byTopic := map[string][]*message.Message{}
-		var topics []string
 		if err := d.readDue(ctx, tx, q, limit, func(id int64, topic string, m *message.Message) {
 			if _, ok := byTopic[topic]; !ok {
 				topics = append(topics, topic)
@@ -88,6 +89,9 @@ func (d *Delayed) MoveDue(ctx context.Context, limit int, pub message.Publisher)
 		moved = len(ids)
 		return nil
 	})
+	if err == nil && moved > 0 {
+		d.db.Wake(topics...)
+	}
 	return moved, err
 }
 

@@ -169,6 +169,11 @@ func (db *DB) runGroup(ctx context.Context, batch []*groupReq) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("committing: %w", err)
 	}
+	for _, r := range kinds[batchFanOut] {
+		for topic := range r.arg.(fanOutArg).msgs {
+			db.Wake(topic)
+		}
+	}
 	return nil
 }
 

@@ -166,5 +166,6 @@ func (s *Poison) Replay(ctx context.Context, id int64) (PoisonEntry, error) {
 	if err != nil {
 		return e, fmt.Errorf("replaying poisoned message %d: %w", id, err)
 	}
+	s.db.Wake(e.Topic)
 	return e, nil
 }

@@ -40,9 +40,13 @@ type Subscriber struct {
 	init    *wsql.Subscriber
 	logger  watermill.LoggerAdapter
 	closing chan struct{}
+	wakes   *wakeHub
 	once    sync.Once
 	wg      sync.WaitGroup
 	closed  atomic.Bool
+	// conns, when set (PostgreSQL), holds the consumer group without a transaction:
+	// see lease.go.
+	conns *stdsql.DB
 }
 
 // ErrSubscriberClosed is returned by Subscribe after Close.
@@ -84,6 +88,10 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 			}
 		}()
 		defer stopReads()
+		if s.conns != nil {
+			s.consumeLeased(ctx, readCtx, topic, out)
+			return
+		}
 		s.consume(ctx, readCtx, topic, out)
 	}()
 	return out, nil
@@ -119,33 +127,76 @@ func (s *Subscriber) Close() error {
 
 func (s *Subscriber) consume(ctx, readCtx context.Context, topic string, out chan<- *message.Message) {
 	log := s.logger.With(watermill.LogFields{"topic": topic, "consumer_group": s.cfg.ConsumerGroup})
-	var wait time.Duration
+	p := s.newPacer(topic)
+	defer p.stop()
 	for {
 		// readCtx ends when ctx does or the subscriber closes.
-		t := time.NewTimer(wait)
-		select {
-		case <-readCtx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		if readCtx.Err() != nil {
+		if !p.pause(readCtx) {
 			return
 		}
 		empty, err := s.batch(ctx, readCtx, topic, out)
-		switch {
-		case err != nil:
-			if ctx.Err() == nil && !s.closed.Load() {
-				log.Error("Reading a batch failed, will retry", err, nil)
-			}
-			wait = s.cfg.RetryInterval
-		case empty:
-			wait = s.cfg.PollInterval
-		default:
-			wait = 0
+		if err != nil && ctx.Err() == nil && !s.closed.Load() {
+			log.Error("Reading a batch failed, will retry", err, nil)
 		}
+		p.next(empty, err)
 	}
 }
+
+// pacer decides when a subscription reads next: at once after a batch, after
+// PollInterval when idle (doubling up to IdlePollMax on topics this process wakes),
+// after RetryInterval on an error, and at once when a commit publishes to the topic.
+type pacer struct {
+	cfg     *TransportConfig
+	backoff bool
+	idle    time.Duration
+	wait    time.Duration
+	wake    <-chan struct{}
+	stop    func()
+}
+
+func (s *Subscriber) newPacer(topic string) *pacer {
+	p := &pacer{cfg: &s.cfg, idle: s.cfg.PollInterval, stop: func() {}}
+	if s.wakes != nil {
+		p.wake, p.stop = s.wakes.listen(topic)
+		p.backoff = !IsOutboxTopic(topic) && s.cfg.IdlePollMax > s.cfg.PollInterval
+	}
+	return p
+}
+
+// pause waits for the next read; false when ctx ended.
+func (p *pacer) pause(ctx context.Context) bool {
+	if p.wait > 0 {
+		t := time.NewTimer(p.wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-p.wake:
+			t.Stop()
+			p.idle = p.cfg.PollInterval
+		case <-t.C:
+		}
+	}
+	return ctx.Err() == nil
+}
+
+// next sets the wait after a read (empty: nothing was handed out).
+func (p *pacer) next(empty bool, err error) {
+	switch {
+	case err != nil:
+		p.wait = p.cfg.RetryInterval
+	case empty:
+		p.wait = p.idle
+		if p.backoff {
+			p.idle = min(2*p.idle, p.cfg.IdlePollMax)
+		}
+	default:
+		p.wait, p.idle = 0, p.cfg.PollInterval
+	}
+}
+
+// standby sets the wait of a subscription that does not hold its consumer group.
+func (p *pacer) standby(d time.Duration) { p.wait = d }
 
 // batch reads one batch, hands its messages out and acks the handled prefix. empty
 // reports that there was nothing to hand out.
@@ -163,31 +214,12 @@ func (s *Subscriber) batch(ctx, readCtx context.Context, topic string, out chan<
 			_ = tx.Rollback()
 		}
 	}()
-	rows, err := s.read(readCtx, tx, topic)
-	if err != nil || len(rows) == 0 {
+	acked, err := s.handle(ctx, readCtx, tx, func(ctx context.Context, q wsql.Query) error {
+		_, err := tx.ExecContext(ctx, q.Query, q.Args...)
+		return err
+	}, topic, out)
+	if err != nil || acked == 0 {
 		return err == nil, err
-	}
-	for _, r := range rows {
-		q, err := s.offsets.ConsumedMessageQuery(wsql.ConsumedMessageQueryParams{Topic: topic, Row: r, ConsumerGroup: s.cfg.ConsumerGroup})
-		if err != nil {
-			return false, err
-		}
-		if !q.IsZero() {
-			if _, err := tx.ExecContext(tctx, q.Query, q.Args...); err != nil {
-				return false, fmt.Errorf("marking a message of %s consumed: %w", topic, err)
-			}
-		}
-	}
-	acked := s.dispatch(ctx, topic, rows, out)
-	if acked == 0 {
-		return true, nil
-	}
-	ack, err := s.offsets.AckMessageQuery(wsql.AckMessageQueryParams{Topic: topic, LastRow: rows[acked-1], Rows: rows, ConsumerGroup: s.cfg.ConsumerGroup})
-	if err != nil {
-		return false, err
-	}
-	if _, err := tx.ExecContext(tctx, ack.Query, ack.Args...); err != nil {
-		return false, fmt.Errorf("acking %d messages of %s: %w", acked, topic, err)
 	}
 	committed = true
 	if err := tx.Commit(); err != nil {
@@ -196,8 +228,53 @@ func (s *Subscriber) batch(ctx, readCtx context.Context, topic string, out chan<
 	return false, nil
 }
 
-func (s *Subscriber) read(ctx context.Context, tx wsql.Tx, topic string) ([]wsql.Row, error) {
-	sel, err := s.schema.SelectQuery(wsql.SelectQueryParams{Topic: topic, ConsumerGroup: s.cfg.ConsumerGroup, OffsetsAdapter: s.offsets})
+// handle reads a batch with q, hands its messages out and acks the handled prefix
+// with exec; it returns how many messages it acked (0: nothing to hand out, or
+// nothing acked).
+func (s *Subscriber) handle(ctx, readCtx context.Context, q querier, exec func(context.Context, wsql.Query) error, topic string, out chan<- *message.Message) (int, error) {
+	// The writes outlive a cancelled ctx so that what was handled is acked at shutdown;
+	// only the read is interrupted.
+	tctx := context.WithoutCancel(ctx)
+	rows, err := s.read(readCtx, q, topic)
+	if err != nil || len(rows) == 0 {
+		return 0, err
+	}
+	for _, r := range rows {
+		q, err := s.offsets.ConsumedMessageQuery(wsql.ConsumedMessageQueryParams{Topic: topic, Row: r, ConsumerGroup: s.cfg.ConsumerGroup})
+		if err != nil {
+			return 0, err
+		}
+		if !q.IsZero() {
+			if err := exec(tctx, q); err != nil {
+				return 0, fmt.Errorf("marking a message of %s consumed: %w", topic, err)
+			}
+		}
+	}
+	acked := s.dispatch(ctx, topic, rows, out)
+	if acked == 0 {
+		return 0, nil
+	}
+	ack, err := s.offsets.AckMessageQuery(wsql.AckMessageQueryParams{Topic: topic, LastRow: rows[acked-1], Rows: rows, ConsumerGroup: s.cfg.ConsumerGroup})
+	if err != nil {
+		return 0, err
+	}
+	if err := exec(tctx, ack); err != nil {
+		return 0, fmt.Errorf("acking %d messages of %s: %w", acked, topic, err)
+	}
+	return acked, nil
+}
+
+// querier runs the subscriber's select: a transaction, or a held connection.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (wsql.Rows, error)
+}
+
+func (s *Subscriber) read(ctx context.Context, tx querier, topic string) ([]wsql.Row, error) {
+	offsets := s.offsets
+	if s.conns != nil {
+		offsets = leasedOffsets{s.offsets}
+	}
+	sel, err := s.schema.SelectQuery(wsql.SelectQueryParams{Topic: topic, ConsumerGroup: s.cfg.ConsumerGroup, OffsetsAdapter: offsets})
 	if err != nil {
 		return nil, err
 	}

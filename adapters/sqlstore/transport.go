@@ -30,6 +30,11 @@ type TransportConfig struct {
 	ResendInterval time.Duration
 	// RetryInterval is the wait after a failed read. Default 1s.
 	RetryInterval time.Duration
+	// IdlePollMax: an idle subscription of a topic that only Herald writes (all but
+	// the outboxes) doubles its poll interval up to this, since this process's
+	// commits wake it (wake.go); polls still find what other instances publish.
+	// Default 200ms; PollInterval or less turns the backoff off.
+	IdlePollMax time.Duration
 }
 
 func (c *TransportConfig) setDefaults() {
@@ -53,6 +58,9 @@ func (c *TransportConfig) setDefaults() {
 	}
 	if c.RetryInterval == 0 {
 		c.RetryInterval = time.Second
+	}
+	if c.IdlePollMax == 0 {
+		c.IdlePollMax = 200 * time.Millisecond
 	}
 }
 
@@ -143,12 +151,17 @@ func (s PostgresSchema) RequiresTransaction() bool { return true }
 
 // NewPublisher returns a publisher that writes topics in their own statements.
 func (db *DB) NewPublisher(logger watermill.LoggerAdapter) (message.Publisher, error) {
-	return wsql.NewPublisher(db.beginner(), wsql.PublisherConfig{
+	pub, err := wsql.NewPublisher(db.beginner(), wsql.PublisherConfig{
 		SchemaAdapter: db.SchemaAdapter(0),
 	}, logger)
+	if err != nil {
+		return nil, err
+	}
+	return wakingPublisher{Publisher: pub, db: db}, nil
 }
 
-// NewTxPublisher returns a publisher that writes inside an ongoing transaction.
+// NewTxPublisher returns a publisher that writes inside an ongoing transaction; call
+// Wake with its topics after the commit.
 func (db *DB) NewTxPublisher(tx wsql.ContextExecutor, logger watermill.LoggerAdapter) (message.Publisher, error) {
 	return wsql.NewPublisher(tx, wsql.PublisherConfig{SchemaAdapter: db.SchemaAdapter(0)}, logger)
 }
@@ -167,8 +180,12 @@ func (db *DB) NewSubscriber(cfg TransportConfig, logger watermill.LoggerAdapter)
 	if err != nil {
 		return nil, fmt.Errorf("creating SQL subscriber: %w", err)
 	}
-	return &Subscriber{db: db.subBeginner(), cfg: cfg, schema: schema, offsets: offsets, init: init,
-		logger: logger, closing: make(chan struct{})}, nil
+	sub := &Subscriber{db: db.subBeginner(), cfg: cfg, schema: schema, offsets: offsets, init: init,
+		logger: logger, closing: make(chan struct{}), wakes: &db.wakes}
+	if db.Dialect == Postgres {
+		sub.conns = db.sub
+	}
+	return sub, nil
 }
 
 // InitTopic creates the tables of a topic.

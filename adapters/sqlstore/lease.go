@@ -1,0 +1,173 @@
+package sqlstore
+
+import (
+	"context"
+	stdsql "database/sql"
+	"database/sql/driver"
+	"fmt"
+	"hash/fnv"
+	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// On PostgreSQL a subscription does not hold a transaction while its batch is
+// handled. watermill-sql's log schema shows a row only once every transaction older
+// than the row's has ended (transaction_id < pg_snapshot_xmin), and locking the
+// consumer group's offsets row FOR UPDATE gives the reading transaction an id: a
+// subscription handling a batch for 100 ms would hide every newer row of every topic
+// (the core's outbox rows included) for those 100 ms, and each hop of the pipeline
+// would wait for the slowest batch of all the others.
+//
+// Instead a subscription takes a session-level advisory lock named after its consumer
+// group and topic on a connection of its own, and keeps it while it runs: it reads a
+// batch and acks it in single statements on that connection. Another instance of the
+// same consumer group waits for the lock (a standby); when the holder's process or
+// connection dies the lock goes with it and the standby resumes from the last acked
+// offset. Delivery stays at least once, as with the transaction: what was handled and
+// not acked is read again.
+
+// standbyInterval is how often a subscription that does not hold its consumer group
+// asks for it again.
+const standbyInterval = 250 * time.Millisecond
+
+// leaseKey names the advisory lock of a consumer group on a topic. Advisory locks
+// are per database, and several Herald deployments may share one in separate schemas:
+// the key includes the OID of the topic's offsets table, unique in the database.
+func leaseKey(ctx context.Context, q interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *stdsql.Row
+}, offsetsTable, group string) (int64, error) {
+	var oid int64
+	if err := q.QueryRowContext(ctx, `SELECT COALESCE(to_regclass($1)::oid::bigint, 0)`, offsetsTable).Scan(&oid); err != nil {
+		return 0, fmt.Errorf("finding %s: %w", offsetsTable, err)
+	}
+	if oid == 0 {
+		return 0, fmt.Errorf("table %s does not exist", offsetsTable)
+	}
+	h := fnv.New64a()
+	_, _ = fmt.Fprintf(h, "herald.subscription\x00%s\x00%d", group, oid)
+	return int64(h.Sum64()), nil //nolint:gosec // a lock name: wrapping is fine
+}
+
+// offsetsTable is the offsets table of topic.
+func (s *Subscriber) offsetsTable(topic string) string {
+	if a, ok := s.offsets.(interface{ MessagesOffsetsTable(string) string }); ok {
+		return a.MessagesOffsetsTable(topic)
+	}
+	return `"` + OffsetsTable(topic) + `"`
+}
+
+// leasedOffsets reads the consumer group's offset without locking its row: the
+// advisory lock already keeps other subscriptions of the group away, and a row lock
+// would give every poll a transaction id and a write.
+type leasedOffsets struct{ wsql.OffsetsAdapter }
+
+func (a leasedOffsets) NextOffsetQuery(p wsql.NextOffsetQueryParams) (wsql.Query, error) {
+	q, err := a.OffsetsAdapter.NextOffsetQuery(p)
+	if err != nil {
+		return q, err
+	}
+	trimmed := strings.TrimRight(q.Query, " \t\n")
+	if !strings.HasSuffix(trimmed, "FOR UPDATE") {
+		return q, fmt.Errorf("unexpected offset query %q", q.Query)
+	}
+	q.Query = strings.TrimSuffix(trimmed, "FOR UPDATE")
+	return q, nil
+}
+
+// connQuerier runs the subscriber's select on a held connection.
+type connQuerier struct{ c *stdsql.Conn }
+
+func (q connQuerier) QueryContext(ctx context.Context, query string, args ...any) (wsql.Rows, error) {
+	return q.c.QueryContext(ctx, query, args...) //nolint:rowserrcheck // read checks Err
+}
+
+// acquire returns a connection holding topic's consumer group, or nil when another
+// subscription holds it.
+func (s *Subscriber) acquire(ctx context.Context, topic string) (*stdsql.Conn, error) {
+	conn, err := s.conns.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	key, err := leaseKey(ctx, conn, s.offsetsTable(topic), s.cfg.ConsumerGroup)
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	var held bool
+	if err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&held); err != nil {
+		release(conn)
+		return nil, err
+	}
+	if !held {
+		_ = conn.Close() // back to the pool: it holds nothing
+		return nil, nil
+	}
+	return conn, nil
+}
+
+// release ends a held connection's session, and with it the advisory lock: the
+// connection is closed, not returned to the pool.
+func release(conn *stdsql.Conn) {
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	_ = conn.Close()
+}
+
+func (s *Subscriber) consumeLeased(ctx, readCtx context.Context, topic string, out chan<- *message.Message) {
+	log := s.logger.With(watermill.LogFields{"topic": topic, "consumer_group": s.cfg.ConsumerGroup})
+	var conn *stdsql.Conn
+	defer func() {
+		if conn != nil {
+			release(conn)
+		}
+	}()
+	p := s.newPacer(topic)
+	defer p.stop()
+	standby := false
+	for {
+		if !p.pause(readCtx) {
+			return
+		}
+		if conn == nil {
+			c, err := s.acquire(readCtx, topic)
+			switch {
+			case err != nil:
+				if readCtx.Err() == nil {
+					log.Error("Taking the consumer group failed, will retry", err, nil)
+				}
+				p.next(false, err)
+				continue
+			case c == nil:
+				if !standby {
+					log.Info("Another subscriber holds the consumer group; standing by", nil)
+					standby = true
+				}
+				p.standby(standbyInterval)
+				continue
+			}
+			conn, standby = c, false
+		}
+		empty, err := s.leasedBatch(ctx, readCtx, conn, topic, out)
+		if err != nil {
+			if ctx.Err() == nil && !s.closed.Load() {
+				log.Error("Reading a batch failed, will retry", err, nil)
+			}
+			release(conn)
+			conn = nil
+		}
+		p.next(empty, err)
+	}
+}
+
+// leasedBatch reads one batch on the held connection, hands its messages out and acks
+// the handled prefix, each in a statement of its own.
+func (s *Subscriber) leasedBatch(ctx, readCtx context.Context, conn *stdsql.Conn, topic string, out chan<- *message.Message) (empty bool, err error) {
+	acked, err := s.handle(ctx, readCtx, connQuerier{conn}, func(ctx context.Context, q wsql.Query) error {
+		_, err := conn.ExecContext(ctx, q.Query, q.Args...)
+		return err
+	}, topic, out)
+	return err == nil && acked == 0, err
+}

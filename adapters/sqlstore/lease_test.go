@@ -1,0 +1,245 @@
+package sqlstore_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/internal/testdb"
+)
+
+func openPostgres(t *testing.T) *sqlstore.DB {
+	t.Helper()
+	db, err := sqlstore.Open(context.Background(), testdb.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func publish(t *testing.T, db *sqlstore.DB, topic string, uuids ...string) {
+	t.Helper()
+	pub, err := db.NewPublisher(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*message.Message
+	for _, u := range uuids {
+		msgs = append(msgs, message.NewMessage(u, []byte("x")))
+	}
+	if err := pub.Publish(topic, msgs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func receive(t *testing.T, ch <-chan *message.Message, within time.Duration) *message.Message {
+	t.Helper()
+	select {
+	case m, ok := <-ch:
+		if !ok {
+			t.Fatal("subscription closed")
+		}
+		return m
+	case <-time.After(within):
+		t.Fatalf("no message within %s", within)
+	}
+	return nil
+}
+
+// On PostgreSQL a subscription handling a batch must not hide newer rows of other
+// topics: the log schema shows a row only after every older transaction ended, so a
+// subscription may not keep one open while its handler runs.
+func TestPostgresBatchDoesNotHideOtherTopics(t *testing.T) {
+	db := openPostgres(t)
+	for _, topic := range []string{"held", "other"} {
+		if err := db.InitTopic(topic); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub, err := db.NewSubscriber(sqlstore.TransportConfig{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	held, err := sub.Subscribe(ctx, "held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, db, "held", "h1")
+	m := receive(t, held, 10*time.Second) // handed out, not acked yet
+	other, err := sub.Subscribe(ctx, "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, db, "other", "o1")
+	if got := receive(t, other, 10*time.Second); got.UUID != "o1" {
+		t.Fatalf("got %s, want o1", got.UUID)
+	} else {
+		got.Ack()
+	}
+	m.Ack()
+}
+
+// Two subscribers of one consumer group on PostgreSQL: one consumes, the other stands
+// by; when the first closes, or its connection is killed, the other (or the first
+// again) resumes after the last acked message, losing nothing.
+func TestPostgresConsumerGroupStandby(t *testing.T) {
+	db := openPostgres(t)
+	const topic = "standby"
+	if err := db.InitTopic(topic); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, db, topic, "m1", "m2", "m3")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	first, err := db.NewSubscriber(sqlstore.TransportConfig{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch1, err := first.Subscribe(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := receive(t, ch1, 10*time.Second); m.UUID != "m1" {
+		t.Fatalf("got %s, want m1", m.UUID)
+	} else {
+		m.Ack()
+	}
+	m2 := receive(t, ch1, 10*time.Second)
+	second, err := db.NewSubscriber(sqlstore.TransportConfig{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	ch2, err := second.Subscribe(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-ch2:
+		t.Fatalf("the standby got %s while the first subscriber held the group", m.UUID)
+	case <-time.After(time.Second):
+	}
+	// m2 is not acked when the first closes: the standby gets it, then m3.
+	go func() { _ = first.Close() }()
+	for _, want := range []string{"m2", "m3"} {
+		m := receive(t, ch2, 10*time.Second)
+		if m.UUID != want {
+			t.Fatalf("standby got %s, want %s", m.UUID, want)
+		}
+		m.Ack()
+	}
+	_ = m2
+
+	// Kill the holder's connection: the subscription takes the group again and goes on.
+	key, err := sqlstore.LeaseKey(ctx, db, "herald", topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for killed == 0 && time.Now().Before(deadline) {
+		if err := db.W.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks
+			WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+			AND (classid::bigint << 32 | objid::bigint) = $1`, key).Scan(&killed); err != nil {
+			t.Fatal(err)
+		}
+		if killed == 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if killed != 1 {
+		t.Fatalf("terminated %d lease holders, want 1", killed)
+	}
+	publish(t, db, topic, "m4")
+	if m := receive(t, ch2, 20*time.Second); m.UUID != "m4" {
+		t.Fatalf("after the kill got %s, want m4", m.UUID)
+	} else {
+		m.Ack()
+	}
+}
+
+// A publish committed by this process wakes an idle subscription at once: with a poll
+// interval of an hour, the message can only arrive through the wake-up.
+func TestPublishWakesIdleSubscription(t *testing.T) {
+	for name, url := range map[string]func(t *testing.T) string{
+		"sqlite":   func(t *testing.T) string { return "sqlite://" + filepath.Join(t.TempDir(), "w.db") },
+		"postgres": func(t *testing.T) string { return testdb.Postgres(t) },
+		"mysql":    func(t *testing.T) string { return testdb.MySQL(t) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			db, err := sqlstore.Open(context.Background(), url(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			const topic = "wake"
+			if err := db.InitTopic(topic); err != nil {
+				t.Fatal(err)
+			}
+			sub, err := db.NewSubscriber(sqlstore.TransportConfig{PollInterval: time.Hour, IdlePollMax: 2 * time.Hour}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			ch, err := sub.Subscribe(ctx, topic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 3; i++ {
+				time.Sleep(100 * time.Millisecond) // idle: the first (empty) read is done
+				u := fmt.Sprintf("w%d", i)
+				publish(t, db, topic, u)
+				if m := receive(t, ch, 10*time.Second); m.UUID != u {
+					t.Fatalf("got %s, want %s", m.UUID, u)
+				} else {
+					m.Ack()
+				}
+			}
+		})
+	}
+}
+
+// Two deployments in separate schemas of one database do not share a consumer group:
+// advisory locks are per database, so the lease is named after the schema's table.
+func TestPostgresSchemasDoNotShareLeases(t *testing.T) {
+	a, b := openPostgres(t), openPostgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var held []*message.Message
+	for i, db := range []*sqlstore.DB{a, b} {
+		if err := db.InitTopic("shared"); err != nil {
+			t.Fatal(err)
+		}
+		sub, err := db.NewSubscriber(sqlstore.TransportConfig{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		ch, err := sub.Subscribe(ctx, "shared")
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := fmt.Sprintf("s%d", i)
+		publish(t, db, "shared", u)
+		m := receive(t, ch, 10*time.Second) // the first stays unacked while the second runs
+		if m.UUID != u {
+			t.Fatalf("got %s, want %s", m.UUID, u)
+		}
+		held = append(held, m)
+	}
+	for _, m := range held {
+		m.Ack()
+	}
+}
