@@ -2,6 +2,7 @@ package sqlstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -95,5 +96,47 @@ func TestBatchedWritesKeepEachCallersResult(t *testing.T) {
 				t.Fatalf("delivery %s: status %s, provider id %q, sent at %v, attempts %d", d.ID, g.Status, g.ProviderMessageID, g.SentAt, g.Attempts)
 			}
 		}
+	})
+}
+
+// TestConcurrentRecipientReadsGetTheirOwn: recipient reads of concurrent fan-outs share
+// queries; each caller must get its own recipient (contacts decoded) or ErrNotFound.
+func TestConcurrentRecipientReadsGetTheirOwn(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		const n = 40
+		for i := 0; i < n; i++ {
+			r := notify.Recipient{ID: fmt.Sprintf("rc-%02d", i), Locale: "en",
+				Contacts: notify.Contacts{Phone: notify.Phone(fmt.Sprintf("+86138001380%02d", i))}}
+			if _, err := db.Recipients().Put(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var wg sync.WaitGroup
+		for round := 0; round < 3; round++ {
+			for i := 0; i < n+10; i++ { // ten unknown ids
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					id := fmt.Sprintf("rc-%02d", i)
+					r, err := db.Recipients().Get(ctx, id)
+					if i >= n {
+						if !errors.Is(err, sqlstore.ErrNotFound) {
+							t.Errorf("unknown %s: got %v, want ErrNotFound", id, err)
+						}
+						return
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if want := fmt.Sprintf("+86138001380%02d", i); r.ID != id || string(r.Contacts.Phone) != want {
+						t.Errorf("asked for %s, got %s with phone %s", id, r.ID, r.Contacts.Phone)
+					}
+				}()
+			}
+		}
+		wg.Wait()
 	})
 }

@@ -51,6 +51,8 @@ type DB struct {
 	committers int
 	// wakes wakes subscriptions after commits that published to their topic.
 	wakes wakeHub
+	// recipients batches concurrent recipient reads.
+	recipients recipientLoader
 	// Location is a printable form of where the database is, without credentials.
 	Location string
 }

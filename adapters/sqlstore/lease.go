@@ -163,11 +163,16 @@ func (s *Subscriber) consumeLeased(ctx, readCtx context.Context, topic string, o
 }
 
 // leasedBatch reads one batch on the held connection, hands its messages out and acks
-// the handled prefix, each in a statement of its own.
+// the handled prefix in a group transaction (DB.Group), with other writes.
 func (s *Subscriber) leasedBatch(ctx, readCtx context.Context, conn *stdsql.Conn, topic string, out chan<- *message.Message) (empty bool, err error) {
-	acked, err := s.handle(ctx, readCtx, connQuerier{conn}, func(ctx context.Context, q wsql.Query) error {
-		_, err := conn.ExecContext(ctx, q.Query, q.Args...)
-		return err
-	}, topic, out)
+	acked, err := s.handle(ctx, readCtx, connQuerier{conn}, s.groupExec, topic, out)
 	return err == nil && acked == 0, err
+}
+
+// groupExec runs a subscriber's write in a group transaction.
+func (s *Subscriber) groupExec(ctx context.Context, q wsql.Query) error {
+	return s.store.Group(ctx, func(ctx context.Context, tx *stdsql.Tx) error {
+		_, err := tx.ExecContext(ctx, q.Query, q.Args...)
+		return err
+	})
 }

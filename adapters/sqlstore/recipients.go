@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/heraldhq/herald/notify"
@@ -39,27 +40,126 @@ func (s *Recipients) Put(ctx context.Context, r notify.Recipient) (notify.Recipi
 	return r, nil
 }
 
-// Get returns a recipient, or ErrNotFound.
+// Get returns a recipient, or ErrNotFound. Concurrent calls (the fan-outs of a batch)
+// share queries: while one query runs, the ids asked for meanwhile wait and are read
+// together by the next one, so a burst of events costs a few queries, not one each.
 func (s *Recipients) Get(ctx context.Context, id string) (notify.Recipient, error) {
-	var r notify.Recipient
-	var contacts, prefs string
-	var updated int64
-	err := s.db.queryRowP(ctx, s.db.R, `SELECT id, locale, time_zone, contacts, preferences, updated_at
-		FROM herald_recipients WHERE id = ?`, id).Scan(&r.ID, &r.Locale, &r.TimeZone, &contacts, &prefs, &updated)
-	if errors.Is(err, sql.ErrNoRows) {
-		return r, ErrNotFound
+	l := &s.db.recipients
+	c := make(chan recipientResult, 1)
+	l.mu.Lock()
+	if l.pending == nil {
+		l.pending = map[string][]chan recipientResult{}
+	}
+	l.pending[id] = append(l.pending[id], c)
+	if !l.running {
+		l.running = true
+		go s.load()
+	}
+	l.mu.Unlock()
+	select {
+	case res := <-c:
+		return res.r, res.err
+	case <-ctx.Done():
+		return notify.Recipient{}, ctx.Err()
+	}
+}
+
+// recipientLoader holds the ids waiting for the next recipient query.
+type recipientLoader struct {
+	mu      sync.Mutex
+	pending map[string][]chan recipientResult
+	running bool // a load loop runs
+}
+
+type recipientResult struct {
+	r   notify.Recipient
+	err error
+}
+
+// loadBatch bounds the ids of one query.
+const loadBatch = 500
+
+// load answers waiting Gets until none is left.
+func (s *Recipients) load() {
+	l := &s.db.recipients
+	for {
+		l.mu.Lock()
+		if len(l.pending) == 0 {
+			l.running = false
+			l.mu.Unlock()
+			return
+		}
+		waiting := l.pending
+		l.pending = nil
+		l.mu.Unlock()
+		ids := make([]string, 0, len(waiting))
+		for id := range waiting {
+			ids = append(ids, id)
+		}
+		for i := 0; i < len(ids); i += loadBatch {
+			chunk := ids[i:min(i+loadBatch, len(ids))]
+			found, err := s.read(chunk)
+			for _, id := range chunk {
+				res := recipientResult{err: err}
+				if err == nil {
+					r, ok := found[id]
+					res.r = r
+					if !ok {
+						res.err = ErrNotFound
+					}
+				}
+				for _, c := range waiting[id] {
+					c <- res
+				}
+			}
+		}
+	}
+}
+
+// read reads the recipients of ids; missing ones are absent from the map.
+func (s *Recipients) read(ids []string) (map[string]notify.Recipient, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const cols = `SELECT id, locale, time_zone, contacts, preferences, updated_at FROM herald_recipients WHERE id `
+	found := make(map[string]notify.Recipient, len(ids))
+	var rows *sql.Rows
+	var err error
+	if len(ids) == 1 {
+		var st *sql.Stmt
+		if st, err = s.db.stmtOn(ctx, s.db.R, cols+`= ?`); err == nil { //nolint:sqlclosecheck // cached; closed by DB.Close
+			rows, err = st.QueryContext(ctx, ids[0])
+		}
+	} else {
+		args := make([]any, len(ids))
+		for i, id := range ids {
+			args[i] = id
+		}
+		rows, err = s.db.R.QueryContext(ctx, s.db.q(cols+`IN (`+placeholders(len(ids))+`)`), args...)
 	}
 	if err != nil {
-		return r, fmt.Errorf("reading recipient: %w", err)
+		return nil, fmt.Errorf("reading recipients: %w", err)
 	}
-	if err := json.Unmarshal([]byte(contacts), &r.Contacts); err != nil {
-		return r, fmt.Errorf("decoding contacts of recipient: %w", err)
+	defer func() { _ = rows.Close() }()
+	for rows.Next() {
+		var r notify.Recipient
+		var contacts, prefs string
+		var updated int64
+		if err := rows.Scan(&r.ID, &r.Locale, &r.TimeZone, &contacts, &prefs, &updated); err != nil {
+			return nil, fmt.Errorf("reading recipients: %w", err)
+		}
+		if err := json.Unmarshal([]byte(contacts), &r.Contacts); err != nil {
+			return nil, fmt.Errorf("decoding contacts of recipient: %w", err)
+		}
+		if err := json.Unmarshal([]byte(prefs), &r.Preferences); err != nil {
+			return nil, fmt.Errorf("decoding preferences of recipient: %w", err)
+		}
+		r.UpdatedAt = fromMicros(updated)
+		found[r.ID] = r
 	}
-	if err := json.Unmarshal([]byte(prefs), &r.Preferences); err != nil {
-		return r, fmt.Errorf("decoding preferences of recipient: %w", err)
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading recipients: %w", err)
 	}
-	r.UpdatedAt = fromMicros(updated)
-	return r, nil
+	return found, nil
 }
 
 // RemovePushToken takes a push token the push service refused for good (unregistered,

@@ -47,6 +47,8 @@ type Subscriber struct {
 	// conns, when set (PostgreSQL), holds the consumer group without a transaction:
 	// see lease.go.
 	conns *stdsql.DB
+	// store commits acks with other writes (PostgreSQL, SQLite).
+	store *DB
 }
 
 // ErrSubscriberClosed is returned by Subscribe after Close.
@@ -201,6 +203,12 @@ func (p *pacer) standby(d time.Duration) { p.wait = d }
 // batch reads one batch, hands its messages out and acks the handled prefix. empty
 // reports that there was nothing to hand out.
 func (s *Subscriber) batch(ctx, readCtx context.Context, topic string, out chan<- *message.Message) (empty bool, err error) {
+	if s.store != nil && s.store.Dialect == SQLite {
+		// One process per file: reads on the read pool, the ack with other writes on
+		// the single writer.
+		acked, err := s.handle(ctx, readCtx, poolQuerier{s.store.R}, s.groupExec, topic, out)
+		return err == nil && acked == 0, err
+	}
 	// The transaction outlives a cancelled ctx so that what was handled is acked at
 	// shutdown; only the read is interrupted.
 	tctx := context.WithoutCancel(ctx)
@@ -267,6 +275,13 @@ func (s *Subscriber) handle(ctx, readCtx context.Context, q querier, exec func(c
 // querier runs the subscriber's select: a transaction, or a held connection.
 type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (wsql.Rows, error)
+}
+
+// poolQuerier runs the subscriber's select on a pool.
+type poolQuerier struct{ db *stdsql.DB }
+
+func (q poolQuerier) QueryContext(ctx context.Context, query string, args ...any) (wsql.Rows, error) {
+	return q.db.QueryContext(ctx, query, args...) //nolint:rowserrcheck // read checks Err
 }
 
 func (s *Subscriber) read(ctx context.Context, tx querier, topic string) ([]wsql.Row, error) {

@@ -182,6 +182,9 @@ func (db *DB) NewSubscriber(cfg TransportConfig, logger watermill.LoggerAdapter)
 	}
 	sub := &Subscriber{db: db.subBeginner(), cfg: cfg, schema: schema, offsets: offsets, init: init,
 		logger: logger, closing: make(chan struct{}), wakes: &db.wakes}
+	if db.Dialect != MySQL {
+		sub.store = db
+	}
 	if db.Dialect == Postgres {
 		sub.conns = db.sub
 	}
