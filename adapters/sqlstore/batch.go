@@ -112,11 +112,8 @@ func (db *DB) claimBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error 
 		}
 		args := append([]any{string(notify.StatusSending), k.owner, until, t}, ids...)
 		args = append(args, string(notify.StatusQueued), string(notify.StatusSending), t)
-		if _, err := tx.ExecContext(ctx, db.q(`UPDATE herald_deliveries SET status = ?, attempts = attempts + 1, lease_owner = ?,
-			lease_until = ?, updated_at = ? WHERE id IN (`+placeholders(len(ids))+`) AND (status = ? OR (status = ? AND lease_until < ?))`),
-			args...); err != nil {
-			return fmt.Errorf("claiming %d deliveries: %w", len(ids), err)
-		}
+		update := `UPDATE herald_deliveries SET status = ?, attempts = attempts + 1, lease_owner = ?,
+			lease_until = ?, updated_at = ? WHERE id IN (` + placeholders(len(ids)) + `) AND (status = ? OR (status = ? AND lease_until < ?))`
 		type row struct {
 			status, owner  string
 			attempts       int
@@ -124,16 +121,35 @@ func (db *DB) claimBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error 
 			taken          bool
 		}
 		found := map[string]*row{}
-		err := eachRow(ctx, tx, db.q(`SELECT id, status, attempts, lease_owner, lease_until, created_at
-			FROM herald_deliveries WHERE id IN (`+placeholders(len(ids))+`)`), ids, func(rows *sql.Rows) error {
+		const cols = `id, status, attempts, lease_owner, lease_until, created_at`
+		scan := func(rows *sql.Rows) error {
 			var id string
 			var w row
 			err := rows.Scan(&id, &w.status, &w.attempts, &w.owner, &w.until, &w.created)
 			found[id] = &w
 			return err
-		})
-		if err != nil {
-			return fmt.Errorf("reading %d claims: %w", len(ids), err)
+		}
+		// The claimed rows come back from the UPDATE itself where the database can
+		// return them (PostgreSQL, SQLite); the others (already sent, leased elsewhere,
+		// unknown: rare) are read afterwards.
+		missing := ids
+		if db.Dialect != MySQL {
+			if err := eachRow(ctx, tx, db.q(update+` RETURNING `+cols), args, scan); err != nil {
+				return fmt.Errorf("claiming %d deliveries: %w", len(ids), err)
+			}
+			missing = nil
+			for _, id := range ids {
+				if found[id.(string)] == nil {
+					missing = append(missing, id)
+				}
+			}
+		} else if _, err := tx.ExecContext(ctx, db.q(update), args...); err != nil {
+			return fmt.Errorf("claiming %d deliveries: %w", len(ids), err)
+		}
+		if len(missing) > 0 {
+			if err := eachRow(ctx, tx, db.q(`SELECT `+cols+` FROM herald_deliveries WHERE id IN (`+placeholders(len(missing))+`)`), missing, scan); err != nil {
+				return fmt.Errorf("reading %d claims: %w", len(ids), err)
+			}
 		}
 		for _, r := range g {
 			w := found[r.arg.(claimArg).id]

@@ -41,6 +41,8 @@ type Config struct {
 	Backlog int
 	// Customers the events spread over. Default 1000.
 	Customers int
+	// Mix of event types. Default DefaultMix.
+	Mix Mix
 	// Timeout for Herald to finish after the last commit. Default 2m.
 	Timeout time.Duration
 	// BaselineFor is how long the insert baseline runs. Default 3s; negative skips
@@ -66,23 +68,25 @@ type Baseline struct {
 
 // Result is the summary (`--json`).
 type Result struct {
-	Events                 int       `json:"events"`
-	Deliveries             int       `json:"deliveries"`
-	EventsPerSecond        float64   `json:"events_per_second"`
-	DeliveriesPerSecond    float64   `json:"deliveries_per_second"`
-	LatencyMs              Latency   `json:"latency_ms"`
-	Baseline               Baseline  `json:"baseline"`
-	RatioEventsToInsert    float64   `json:"ratio_events_to_insert_commit"`
-	RatioEventsToDrain     float64   `json:"ratio_events_to_drain"`
-	BacklogEventsPerSecond *float64  `json:"backlog_events_per_second,omitempty"`
-	RatioBacklogToDrain    *float64  `json:"ratio_backlog_to_drain,omitempty"`
-	Lost                   int       `json:"lost"`
-	Duplicates             int       `json:"duplicates"`
-	RSSMBMax               float64   `json:"rss_mb_max"`
-	Database               string    `json:"database"`
-	Writers                int       `json:"writers"`
-	Series                 []Point   `json:"-"`
-	Latencies              []float64 `json:"-"`
+	Events                 int      `json:"events"`
+	Deliveries             int      `json:"deliveries"`
+	EventsPerSecond        float64  `json:"events_per_second"`
+	DeliveriesPerSecond    float64  `json:"deliveries_per_second"`
+	LatencyMs              Latency  `json:"latency_ms"`
+	Baseline               Baseline `json:"baseline"`
+	RatioEventsToInsert    float64  `json:"ratio_events_to_insert_commit"`
+	RatioEventsToDrain     float64  `json:"ratio_events_to_drain"`
+	BacklogEventsPerSecond *float64 `json:"backlog_events_per_second,omitempty"`
+	RatioBacklogToDrain    *float64 `json:"ratio_backlog_to_drain,omitempty"`
+	Lost                   int      `json:"lost"`
+	Duplicates             int      `json:"duplicates"`
+	RSSMBMax               float64  `json:"rss_mb_max"`
+	Database               string   `json:"database"`
+	Writers                int      `json:"writers"`
+	// Mix is the share of each event type, in percent.
+	Mix       map[string]float64 `json:"mix"`
+	Series    []Point            `json:"-"`
+	Latencies []float64          `json:"-"`
 }
 
 // Point is one second of the run: deliveries accepted by providers and events committed.
@@ -106,13 +110,16 @@ func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Res
 	if cfg.Customers <= 0 {
 		cfg.Customers = 1000
 	}
+	if len(cfg.Mix) == 0 {
+		cfg.Mix = DefaultMix
+	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Minute
 	}
 	if cfg.Events <= 0 && cfg.Duration <= 0 {
 		return Result{}, errors.New("loadgen: --events or --duration is required")
 	}
-	res := Result{Database: db.Location, Writers: cfg.Writers}
+	res := Result{Database: db.Location, Writers: cfg.Writers, Mix: cfg.Mix.Shares()}
 	rss := startRSS()
 	defer rss.stop()
 	if cfg.BaselineFor >= 0 {
@@ -128,7 +135,7 @@ func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Res
 		return res, err
 	}
 	run := strconv.FormatInt(time.Now().UnixNano(), 36)
-	ins := inserter{db: db, customers: cfg.Customers}
+	ins := inserter{db: db, customers: cfg.Customers, mix: cfg.Mix}
 
 	if cfg.Backlog > 0 {
 		prefix := "lg-" + run + "-b-"
@@ -139,7 +146,7 @@ func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Res
 		if err := herald.Start(ctx); err != nil {
 			return res, err
 		}
-		if err := waitDone(ctx, db, prefix, cfg.Backlog, cfg.Timeout, cfg.Progress); err != nil {
+		if err := waitDone(ctx, db, prefix, cfg.Backlog, cfg.Mix, cfg.Timeout, cfg.Progress); err != nil {
 			return res, err
 		}
 		v := round(float64(cfg.Backlog)/time.Since(start).Seconds(), 1)
@@ -198,7 +205,8 @@ func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Res
 			if cfg.Progress != nil {
 				n := int(next.Load())
 				if pending, err := db.Deliveries().Pending(ctx, prefix); err == nil {
-					cfg.Progress(max(3*n-pending, 0), 3*n)
+					total := cfg.Mix.deliveries(n)
+					cfg.Progress(max(total-pending, 0), total)
 				}
 			}
 		}
@@ -213,7 +221,7 @@ func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Res
 	if cfg.Events > 0 {
 		events = min(events, cfg.Events)
 	}
-	if err := waitDone(ctx, db, prefix, events, cfg.Timeout, cfg.Progress); err != nil && !errors.Is(err, errTimeout) {
+	if err := waitDone(ctx, db, prefix, events, cfg.Mix, cfg.Timeout, cfg.Progress); err != nil && !errors.Is(err, errTimeout) {
 		return res, err
 	}
 	elapsed := time.Since(start)
@@ -256,7 +264,7 @@ var errTimeout = errors.New("loadgen: Herald did not finish in time")
 // waitDone waits until every event has been fanned out and every delivery has ended.
 // It polls cheaply (unfinished deliveries only; fan-outs counted once nothing is
 // pending) so that measuring does not take the CPU from Herald.
-func waitDone(ctx context.Context, db *sqlstore.DB, prefix string, events int, timeout time.Duration, progress func(int, int)) error {
+func waitDone(ctx context.Context, db *sqlstore.DB, prefix string, events int, mix Mix, timeout time.Duration, progress func(int, int)) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		pending, err := db.Deliveries().Pending(ctx, prefix)
@@ -264,7 +272,8 @@ func waitDone(ctx context.Context, db *sqlstore.DB, prefix string, events int, t
 			return err
 		}
 		if progress != nil {
-			progress(max(3*events-pending, 0), 3*events)
+			total := mix.deliveries(events)
+			progress(max(total-pending, 0), total)
 		}
 		if pending == 0 {
 			n, err := db.Notifications().CountPrefix(ctx, prefix)
@@ -287,26 +296,47 @@ func waitDone(ctx context.Context, db *sqlstore.DB, prefix string, events int, t
 }
 
 // inserter writes events the way a core does: a plain INSERT into the outbox table
-// in the writer's own transaction (docs/outbox.md).
+// in the writer's own transaction (docs/outbox.md); critical events (otp.requested,
+// security.login) into the critical lane's table.
 type inserter struct {
 	db        *sqlstore.DB
 	customers int
+	mix       Mix
 }
 
-func (w inserter) event(id string, i int) ([]byte, []byte) {
+func (w inserter) event(id string, i int) (table string, payload, metadata []byte) {
 	c := i % w.customers
-	e := map[string]any{"event_id": id, "type": notify.TypeTransactionPosted, "occurred_at": time.Now().UTC().Format(time.RFC3339Nano),
-		"account_id": fmt.Sprintf("62220203%08d", c), "customer_id": fmt.Sprintf("lg-cust-%05d", c),
-		"amount": fmt.Sprintf("%d.%02d", 1+i%5000, i%100), "currency": "CNY", "direction": "debit", "counterparty": "Load Test Merchant"}
-	payload, _ := json.Marshal(e)
-	md, _ := json.Marshal(map[string]string{"account_id": e["account_id"].(string), "event_type": notify.TypeTransactionPosted})
-	return payload, md
+	typ := w.mix.pick(i)
+	account := fmt.Sprintf("62220203%08d", c)
+	e := map[string]any{"event_id": id, "type": typ, "occurred_at": time.Now().UTC().Format(time.RFC3339Nano),
+		"customer_id": fmt.Sprintf("lg-cust-%05d", c)}
+	switch typ {
+	case notify.TypeTransactionPosted, notify.TypeTransactionDeclined:
+		e["account_id"], e["currency"], e["direction"], e["counterparty"] = account, "CNY", "debit", "Load Test Merchant"
+		e["amount"] = fmt.Sprintf("%d.%02d", 1+i%5000, i%100)
+	case notify.TypeBalanceLow:
+		e["account_id"], e["currency"] = account, "CNY"
+		e["balance_after"] = fmt.Sprintf("%d.%02d", i%100, i%97)
+	case notify.TypeOTPRequested:
+		e["code"] = fmt.Sprintf("%06d", (i*7919)%1000000)
+	}
+	md := map[string]string{"event_type": typ}
+	if e["account_id"] != nil {
+		md["account_id"] = account
+	}
+	payload, _ = json.Marshal(e)
+	metadata, _ = json.Marshal(md)
+	table = "herald_events"
+	if (&notify.Event{Type: typ}).Critical() {
+		table = "herald_events_critical"
+	}
+	return table, payload, metadata
 }
 
 func (w inserter) commitOne(ctx context.Context, id string, i int) error {
-	payload, md := w.event(id, i)
+	table, payload, md := w.event(id, i)
 	return w.db.InTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, w.db.Rebind(`INSERT INTO herald_events (uuid, payload, metadata) VALUES (?, ?, ?)`), id, string(payload), string(md))
+		_, err := tx.ExecContext(ctx, w.db.Rebind(`INSERT INTO `+table+` (uuid, payload, metadata) VALUES (?, ?, ?)`), id, string(payload), string(md))
 		return err
 	})
 }
@@ -315,21 +345,25 @@ func (w inserter) commitOne(ctx context.Context, id string, i int) error {
 func (w inserter) commitBatch(ctx context.Context, prefix string, n int) error {
 	for i := 0; i < n; i += 500 {
 		k := min(500, n-i)
-		err := w.db.InTx(ctx, func(tx *sql.Tx) error {
-			var b strings.Builder
-			b.WriteString(`INSERT INTO herald_events (uuid, payload, metadata) VALUES `)
-			args := make([]any, 0, 3*k)
-			for j := 0; j < k; j++ {
-				if j > 0 {
-					b.WriteByte(',')
-				}
-				b.WriteString("(?, ?, ?)")
-				id := fmt.Sprintf("%s%08d", prefix, i+j)
-				payload, md := w.event(id, i+j)
-				args = append(args, id, string(payload), string(md))
+		byTable := map[string][]any{}
+		var tables []string
+		for j := 0; j < k; j++ {
+			id := fmt.Sprintf("%s%08d", prefix, i+j)
+			table, payload, md := w.event(id, i+j)
+			if byTable[table] == nil {
+				tables = append(tables, table)
 			}
-			_, err := tx.ExecContext(ctx, w.db.Rebind(b.String()), args...)
-			return err
+			byTable[table] = append(byTable[table], id, string(payload), string(md))
+		}
+		err := w.db.InTx(ctx, func(tx *sql.Tx) error {
+			for _, table := range tables {
+				args := byTable[table]
+				rows := strings.TrimSuffix(strings.Repeat("(?, ?, ?),", len(args)/3), ",")
+				if _, err := tx.ExecContext(ctx, w.db.Rebind(`INSERT INTO `+table+` (uuid, payload, metadata) VALUES `+rows), args...); err != nil {
+					return err
+				}
+			}
+			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("writing the backlog: %w", err)

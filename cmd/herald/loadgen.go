@@ -29,6 +29,7 @@ type loadgenCmd struct {
 	Duration      time.Duration `help:"How long to commit events when --events is 0." default:"10s"`
 	Backlog       int           `help:"Events committed before Herald starts, then drained (catch-up after an outage)."`
 	Customers     int           `help:"Customers the events spread over." default:"1000"`
+	Mix           string        `help:"Event types and their weights, e.g. transaction.posted=90,otp.requested=5,balance.low=5 (also transaction.declined, security.login)." default:"transaction.posted=1"`
 	Timeout       time.Duration `help:"How long Herald may take to finish after the last commit." default:"2m"`
 	NoBaseline    bool          `name:"no-baseline" help:"Skip the database baselines."`
 	Target        string        `help:"URL of a Herald already running on the same database (else one runs in this process)."`
@@ -97,6 +98,11 @@ func (c *loadgenCmd) Run() error {
 	if c.Events > 0 {
 		cfg.Duration = 0
 	}
+	mix, err := loadgen.ParseMix(c.Mix)
+	if err != nil {
+		return fmt.Errorf("--mix: %w", err)
+	}
+	cfg.Mix = mix
 	if c.Rate != "max" {
 		r, err := strconv.ParseFloat(c.Rate, 64)
 		if err != nil || r <= 0 {

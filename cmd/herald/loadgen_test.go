@@ -47,3 +47,39 @@ func TestLoadgenBinary(t *testing.T) {
 		t.Fatal("the report must be self-contained SVG without scripts or links")
 	}
 }
+
+// TestLoadgenMix: with a mix of event types, critical ones go through the critical
+// lane's outbox and every event is delivered on the channels its type uses.
+func TestLoadgenMix(t *testing.T) {
+	bin := buildHerald(t)
+	dir := t.TempDir()
+	db := filepath.Join(dir, "mix.db")
+	cmd := exec.Command(bin, "loadgen", "--db", "sqlite://"+db, "--events", "400", "--no-baseline",
+		"--writers", "4", "--customers", "50", "--json", "--mix", "transaction.posted=2,otp.requested=1,security.login=1")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("loadgen: %v\n%s", err, stderr.String())
+	}
+	var res struct {
+		Events, Deliveries, Lost, Duplicates int
+		Mix                                  map[string]float64
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("not one JSON object: %v\n%s", err, out)
+	}
+	if res.Events != 400 || res.Lost != 0 || res.Duplicates != 0 || res.Mix["otp.requested"] != 25 {
+		t.Fatalf("summary: %s", out)
+	}
+	// Three deliveries per transaction alert, one per OTP (SMS), two per login (SMS and
+	// email; the customers have no push token): between the all-OTP and all-alert
+	// extremes, and not all alerts.
+	if res.Deliveries <= 400 || res.Deliveries >= 1200 {
+		t.Fatalf("%d deliveries for a mixed run of 400 events: %s", res.Deliveries, out)
+	}
+	bad := exec.Command(bin, "loadgen", "--db", "sqlite://"+filepath.Join(dir, "bad.db"), "--events", "1", "--mix", "card.swallowed=1")
+	if msg, err := bad.CombinedOutput(); err == nil || !strings.Contains(string(msg), "unknown event type") {
+		t.Fatalf("an unknown type in --mix: %v\n%s", err, msg)
+	}
+}
