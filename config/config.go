@@ -22,12 +22,15 @@ import (
 // Config is everything a running Herald needs. The struct tags drive the CLI (kong):
 // every field is a flag, an environment variable and a YAML key (the flag name).
 type Config struct {
-	DB         string   `name:"db" env:"HERALD_DB_URL" default:"sqlite://herald.db" help:"Database URL (sqlite://path/to/file.db)."`
-	DBMaxConns int      `name:"db-max-conns" env:"HERALD_DB_MAX_CONNS" default:"16" help:"Connection pool size on PostgreSQL and MySQL."`
-	Addr       string   `name:"addr" env:"HERALD_HTTP_ADDR" default:"127.0.0.1:8080" help:"HTTP listen address."`
-	APIKeys    []string `name:"api-keys" env:"HERALD_API_KEYS" sep:"," help:"API keys accepted as 'Authorization: Bearer <key>' (comma-separated). Required unless listening on loopback."`
-	Providers  string   `name:"providers" env:"HERALD_PROVIDERS" help:"YAML file naming the real providers (docs/providers.md); channels without one use the sandbox."`
-	Channels   []string `name:"channels" env:"HERALD_CHANNELS" sep:"," default:"sms,email,inapp,wechat,push,webhook" help:"Channels to deliver."`
+	DB         string `name:"db" env:"HERALD_DB_URL" default:"sqlite://herald.db" help:"Database URL (sqlite://path/to/file.db)."`
+	DBMaxConns int    `name:"db-max-conns" env:"HERALD_DB_MAX_CONNS" default:"16" help:"Connection pool size on PostgreSQL and MySQL."`
+	// DBCommitters is how many group-commit transactions run at once on PostgreSQL and
+	// MySQL (0: min(4, db-max-conns/2)); SQLite has one writer.
+	DBCommitters int      `name:"db-committers" env:"HERALD_DB_COMMITTERS" help:"Group-commit transactions at once on PostgreSQL and MySQL (0: min(4, db-max-conns/2)); fewer make larger groups: less database CPU and lower latency on a small database server."`
+	Addr         string   `name:"addr" env:"HERALD_HTTP_ADDR" default:"127.0.0.1:8080" help:"HTTP listen address."`
+	APIKeys      []string `name:"api-keys" env:"HERALD_API_KEYS" sep:"," help:"API keys accepted as 'Authorization: Bearer <key>' (comma-separated). Required unless listening on loopback."`
+	Providers    string   `name:"providers" env:"HERALD_PROVIDERS" help:"YAML file naming the real providers (docs/providers.md); channels without one use the sandbox."`
+	Channels     []string `name:"channels" env:"HERALD_CHANNELS" sep:"," default:"sms,email,inapp,wechat,push,webhook" help:"Channels to deliver."`
 
 	KafkaBrokers           []string `name:"kafka-brokers" env:"HERALD_KAFKA_BROKERS" sep:"," help:"Kafka brokers (host:port, comma-separated); turns on Kafka mode."`
 	KafkaTopicPrefix       string   `name:"kafka-topic-prefix" env:"HERALD_KAFKA_TOPIC_PREFIX" default:"herald." help:"Prefix of Herald's Kafka topics."`
@@ -145,6 +148,9 @@ func (c Config) Validate() error {
 	}
 	if c.DBMaxConns < 0 || c.DBMaxConns > 1000 {
 		bad("db-max-conns", "HERALD_DB_MAX_CONNS", "must be from 1 to 1000")
+	}
+	if c.DBCommitters < 0 || c.DBCommitters > 64 {
+		bad("db-committers", "HERALD_DB_COMMITTERS", "must be from 0 (automatic) to 64")
 	}
 	host, port, err := net.SplitHostPort(c.Addr)
 	if err != nil || port == "" {

@@ -47,7 +47,7 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (*Service
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	db, err := sqlstore.OpenWith(ctx, cfg.DB, sqlstore.Options{MaxConns: cfg.DBMaxConns})
+	db, err := sqlstore.OpenWith(ctx, cfg.DB, sqlstore.Options{MaxConns: cfg.DBMaxConns, Committers: cfg.DBCommitters})
 	if err != nil {
 		return nil, err
 	}
