@@ -14,13 +14,16 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
-// Subscriber consumes SQL topics. It keeps watermill-sql's model and reuses its schema
-// and offsets adapters: a batch of rows is read in a transaction and the consumer
-// group's offset (or the queue's acked flags) is moved in that same transaction once
-// the batch is handled, so a crash redelivers, never loses. It differs in one way:
-// up to Concurrency messages of a batch are handed out at once instead of one after
-// the other, so that handlers can work on them side by side and commit their writes
-// together (DB.Group). Messages with the same key (TransportConfig.Key: the account of
+// Subscriber consumes SQL topics. It reuses watermill-sql's schema and offsets
+// adapters: a batch of rows is read, handed out, and the consumer group's offset (or
+// the queue's acked flags) is moved once the batch is handled, so a crash redelivers,
+// never loses. On MySQL the read and the ack share a transaction, as in
+// watermill-sql; on PostgreSQL a subscription holds its consumer group with a session
+// lock instead (lease.go, ADR 0005) and on SQLite (one process per file) it needs no
+// lock; there the ack is a write of a group transaction (DB.Group). Unlike
+// watermill-sql's subscriber, up to Concurrency messages of a batch are handed out at
+// once instead of one after the other, so that handlers can work on them side by side
+// and commit their writes together (DB.Group). Messages with the same key (TransportConfig.Key: the account of
 // an event, the recipient of a delivery) are still handed out one at a time, in topic
 // order, so per-key order holds. With Concurrency 1 it behaves as watermill-sql's own
 // subscriber: one message at a time, the next after the previous one's ack.
