@@ -31,7 +31,10 @@ func TestKafkaPubSub(t *testing.T) {
 		}
 		return pub, sub
 	}
+	// One consumer group per test: the suite's tests run in parallel, and sharing one
+	// group made every test's subscriptions rebalance every other test's (a test then
+	// saw nothing for 15 s now and then under the race detector).
 	tests.TestPubSub(t, tests.Features{ConsumerGroups: true, Persistent: true, ForceShort: true},
-		func(t *testing.T) (message.Publisher, message.Subscriber) { return constructor(t, "test") },
+		func(t *testing.T) (message.Publisher, message.Subscriber) { return constructor(t, "test-"+t.Name()) },
 		constructor)
 }
