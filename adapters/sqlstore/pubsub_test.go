@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"reflect"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +12,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/pubsub/tests"
 
 	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/internal/suite"
 	"github.com/heraldhq/herald/internal/testdb"
 )
 
@@ -55,31 +53,7 @@ func runPubSubSuiteWith(t *testing.T, url string, tc sqlstore.TransportConfig, f
 		return pub, sub
 	}
 	single := func(t *testing.T) (message.Publisher, message.Subscriber) { return constructor(t, "test") }
-	if len(skip) == 0 {
-		tests.TestPubSub(t, features, single, constructor)
-		return
-	}
-	// The suite's own list, minus the tests named in skip.
-	for _, f := range []func(*testing.T, tests.TestContext, tests.PubSubConstructor){
-		tests.TestPublishSubscribe, tests.TestConcurrentSubscribe, tests.TestConcurrentSubscribeMultipleTopics,
-		tests.TestResendOnError, tests.TestNoAck, tests.TestContinueAfterSubscribeClose, tests.TestConcurrentClose,
-		tests.TestContinueAfterErrors, tests.TestPublishSubscribeInOrder, tests.TestPublisherClose, tests.TestTopic,
-		tests.TestMessageCtx, tests.TestSubscribeCtx, tests.TestNewSubscriberReceivesOldMessages,
-	} {
-		name := runtime.FuncForPC(reflect.ValueOf(f).Pointer()).Name()
-		name = name[strings.LastIndex(name, ".")+1:]
-		if skip[name] {
-			continue
-		}
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			f(t, tests.TestContext{TestID: tests.NewTestID(), Features: features}, single)
-		})
-	}
-	t.Run("TestConsumerGroups", func(t *testing.T) {
-		t.Parallel()
-		tests.TestConsumerGroups(t, tests.TestContext{TestID: tests.NewTestID(), Features: features}, constructor)
-	})
+	suite.Run(t, features, single, constructor, skip)
 }
 
 // TestSQLitePubSub runs Watermill's universal Pub/Sub suite against the SQLite topics.
