@@ -52,9 +52,9 @@ func leaseKey(ctx context.Context, q interface {
 	return int64(h.Sum64()), nil //nolint:gosec // a lock name: wrapping is fine
 }
 
-// offsetsTable is the offsets table of topic.
-func (s *Subscriber) offsetsTable(topic string) string {
-	if a, ok := s.offsets.(interface{ MessagesOffsetsTable(string) string }); ok {
+// offsetsTableOf is the offsets table of topic under an offsets adapter.
+func offsetsTableOf(offsets wsql.OffsetsAdapter, topic string) string {
+	if a, ok := offsets.(interface{ MessagesOffsetsTable(string) string }); ok {
 		return a.MessagesOffsetsTable(topic)
 	}
 	return `"` + OffsetsTable(topic) + `"`
@@ -92,7 +92,7 @@ func (s *Subscriber) acquire(ctx context.Context, topic string) (*stdsql.Conn, e
 	if err != nil {
 		return nil, err
 	}
-	key, err := leaseKey(ctx, conn, s.offsetsTable(topic), s.cfg.ConsumerGroup)
+	key, err := leaseKey(ctx, conn, offsetsTableOf(s.offsets, topic), s.cfg.ConsumerGroup)
 	if err != nil {
 		_ = conn.Close()
 		return nil, err
