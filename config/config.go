@@ -34,7 +34,7 @@ type Config struct {
 
 	KafkaBrokers           []string `name:"kafka-brokers" env:"HERALD_KAFKA_BROKERS" sep:"," help:"Kafka brokers (host:port, comma-separated); turns on Kafka mode."`
 	KafkaTopicPrefix       string   `name:"kafka-topic-prefix" env:"HERALD_KAFKA_TOPIC_PREFIX" default:"herald." help:"Prefix of Herald's Kafka topics."`
-	KafkaConsumerGroup     string   `name:"kafka-consumer-group" env:"HERALD_KAFKA_CONSUMER_GROUP" default:"herald" help:"Kafka consumer group of Herald's instances."`
+	KafkaConsumerGroup     string   `name:"kafka-consumer-group" env:"HERALD_KAFKA_CONSUMER_GROUP" default:"herald" help:"Prefix of the Kafka consumer groups of Herald's instances (one group per topic: PREFIX.events, PREFIX.deliveries.sms, ...)."`
 	KafkaPartitions        int32    `name:"kafka-partitions" env:"HERALD_KAFKA_PARTITIONS" default:"4" help:"Partitions of the Kafka topics Herald creates."`
 	KafkaReplicationFactor int16    `name:"kafka-replication-factor" env:"HERALD_KAFKA_REPLICATION_FACTOR" default:"1" help:"Replication factor of the Kafka topics Herald creates (3 in production)."`
 
