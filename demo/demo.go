@@ -170,6 +170,10 @@ func Run(ctx context.Context, svc *service.Service, cfg Config) (Summary, error)
 	if err != nil {
 		return Summary{}, err
 	}
+	lat, err := loadgen.ReadLatencies(ctx, svc.DB, prefix)
+	if err != nil {
+		return Summary{}, err
+	}
 	dups, err := svc.DB.SandboxSends().Duplicates(ctx, prefix)
 	if err != nil {
 		return Summary{}, err
@@ -180,7 +184,7 @@ func Run(ctx context.Context, svc *service.Service, cfg Config) (Summary, error)
 		Duplicates:      dups,
 		ElapsedSeconds:  round(elapsed.Seconds(), 3),
 		EventsPerSecond: round(float64(cfg.Events)/elapsed.Seconds(), 1),
-		LatencyMs:       loadgen.Percentiles(sum.LatenciesMs),
+		LatencyMs:       loadgen.Percentiles(lat),
 		RunID:           runID,
 		Retries:         sum.Retries,
 		Requeued:        requeued(svc) - requeuedBefore,

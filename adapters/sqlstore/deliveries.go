@@ -310,16 +310,14 @@ type Summary struct {
 	Total     int
 	ByStatus  map[notify.Status]int
 	ByChannel map[notify.Channel]int
-	// With the full summary only: LatenciesMs are sent_at - occurred_at of every sent
-	// delivery in milliseconds, Retries the provider calls beyond each delivery's first,
-	// Fallbacks the deliveries created as another's fallback.
-	LatenciesMs []float64
-	Retries     int
-	Fallbacks   int
+	// With the full summary only: Retries are the provider calls beyond each delivery's
+	// first, Fallbacks the deliveries created as another's fallback.
+	Retries   int
+	Fallbacks int
 }
 
 // Summarize counts the deliveries of events whose id starts with prefix by status and
-// channel; full adds latencies, retries and fallbacks (more queries: for end-of-run
+// channel; full adds retries and fallbacks (more queries: for end-of-run
 // reports, not for polling — poll Pending).
 func (s *Deliveries) Summarize(ctx context.Context, prefix string, full bool) (Summary, error) {
 	sum := Summary{ByStatus: map[notify.Status]int{}, ByChannel: map[notify.Channel]int{}}
@@ -350,18 +348,28 @@ func (s *Deliveries) Summarize(ctx context.Context, prefix string, full bool) (S
 		likePrefix(prefix)).Scan(&sum.Retries, &sum.Fallbacks); err != nil {
 		return sum, fmt.Errorf("summarizing retries: %w", err)
 	}
-	lrows, err := s.db.R.QueryContext(ctx, s.db.q(`SELECT sent_at - occurred_at FROM herald_deliveries
+	return sum, nil
+}
+
+// Latencies calls fn with sent_at - occurred_at, in microseconds, of every sent
+// delivery of the events whose id starts with prefix, streaming the rows: a million
+// events' deliveries are never held in memory at once.
+func (s *Deliveries) Latencies(ctx context.Context, prefix string, fn func(us int64)) error {
+	rows, err := s.db.R.QueryContext(ctx, s.db.q(`SELECT sent_at - occurred_at FROM herald_deliveries
 		WHERE event_id LIKE ? ESCAPE '!' AND sent_at IS NOT NULL`), likePrefix(prefix))
 	if err != nil {
-		return sum, fmt.Errorf("reading latencies: %w", err)
+		return fmt.Errorf("reading latencies: %w", err)
 	}
-	defer lrows.Close()
-	for lrows.Next() {
+	defer rows.Close()
+	for rows.Next() {
 		var us int64
-		if err := lrows.Scan(&us); err != nil {
-			return sum, err
+		if err := rows.Scan(&us); err != nil {
+			return fmt.Errorf("reading latencies: %w", err)
 		}
-		sum.LatenciesMs = append(sum.LatenciesMs, float64(us)/1000)
+		fn(us)
 	}
-	return sum, lrows.Err()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading latencies: %w", err)
+	}
+	return nil
 }

@@ -15,13 +15,13 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
 	"golang.org/x/time/rate"
 
 	"github.com/heraldhq/herald/adapters/sqlstore"
@@ -84,9 +84,9 @@ type Result struct {
 	Database               string   `json:"database"`
 	Writers                int      `json:"writers"`
 	// Mix is the share of each event type, in percent.
-	Mix       map[string]float64 `json:"mix"`
-	Series    []Point            `json:"-"`
-	Latencies []float64          `json:"-"`
+	Mix       map[string]float64      `json:"mix"`
+	Series    []Point                 `json:"-"`
+	Latencies *hdrhistogram.Histogram `json:"-"`
 }
 
 // Point is one second of the run: deliveries accepted by providers and events committed.
@@ -240,8 +240,10 @@ func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Res
 	res.Lost = (events - notified) + (sum.Total - ended(sum))
 	res.EventsPerSecond = round(float64(events)/elapsed.Seconds(), 1)
 	res.DeliveriesPerSecond = round(float64(sum.Total)/elapsed.Seconds(), 1)
-	res.Latencies = sum.LatenciesMs
-	res.LatencyMs = Percentiles(sum.LatenciesMs)
+	if res.Latencies, err = ReadLatencies(ctx, db, prefix); err != nil {
+		return res, err
+	}
+	res.LatencyMs = Percentiles(res.Latencies)
 	if res.Baseline.InsertCommitPerSecond > 0 {
 		res.RatioEventsToInsert = round(res.EventsPerSecond/res.Baseline.InsertCommitPerSecond, 3)
 	}
@@ -410,16 +412,6 @@ func series(ctx context.Context, db *sqlstore.DB, prefix string, start time.Time
 		}
 	}
 	return pts, rows.Err()
-}
-
-// Percentiles summarises latencies in milliseconds (sorting xs).
-func Percentiles(xs []float64) Latency {
-	if len(xs) == 0 {
-		return Latency{}
-	}
-	sort.Float64s(xs)
-	at := func(q float64) float64 { return round(xs[min(len(xs)-1, int(q*float64(len(xs))))], 2) }
-	return Latency{P50: at(0.5), P95: at(0.95), P99: at(0.99), Max: round(xs[len(xs)-1], 2)}
 }
 
 func round(x float64, places int) float64 {

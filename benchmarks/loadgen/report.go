@@ -7,6 +7,8 @@ import (
 	"io"
 	"math"
 	"strings"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // WriteReport writes a self-contained HTML report (inline SVG, no scripts, no network):
@@ -55,18 +57,22 @@ func throughputSVG(pts []Point) string {
 		line(func(p Point) int { return p.Committed }), line(func(p Point) int { return p.Sent }), pad, pad)
 }
 
-func latencySVG(ms []float64) string {
-	if len(ms) == 0 {
+func latencySVG(h *hdrhistogram.Histogram) string {
+	if h == nil || h.TotalCount() == 0 {
 		return "<p>no data</p>"
 	}
 	// Logarithmic buckets from 1 ms to 100 s, five per decade.
 	const buckets = 25
-	counts := make([]int, buckets)
-	for _, v := range ms {
-		i := int(math.Floor(math.Log10(math.Max(v, 1)) * 5))
-		counts[min(max(i, 0), buckets-1)]++
+	counts := make([]int64, buckets)
+	for _, bar := range h.Distribution() {
+		if bar.Count == 0 {
+			continue
+		}
+		ms := float64(bar.From+bar.To) / 2 / 1000
+		i := int(math.Floor(math.Log10(math.Max(ms, 1)) * 5))
+		counts[min(max(i, 0), buckets-1)] += bar.Count
 	}
-	top := 1
+	top := int64(1)
 	for _, c := range counts {
 		top = max(top, c)
 	}

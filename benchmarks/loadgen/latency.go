@@ -1,0 +1,46 @@
+package loadgen
+
+import (
+	"context"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/heraldhq/herald/adapters/sqlstore"
+)
+
+// Latencies from outbox commit to provider acceptance are recorded in an HDR histogram
+// in microseconds, from 1 µs to one hour with three significant figures (a value is
+// within 0.1% of what was recorded, a longer one counts as an hour): its size is fixed
+// (tens of kilobytes), however many deliveries a run makes.
+const (
+	latencyMaxUs   = 3_600_000_000
+	latencySigFigs = 3
+)
+
+// NewLatencies returns an empty latency histogram.
+func NewLatencies() *hdrhistogram.Histogram {
+	return hdrhistogram.New(1, latencyMaxUs, latencySigFigs)
+}
+
+// RecordLatency adds one latency in microseconds, clamped to the histogram's range.
+func RecordLatency(h *hdrhistogram.Histogram, us int64) {
+	_ = h.RecordValue(min(max(us, 1), latencyMaxUs)) // in range: cannot fail
+}
+
+// ReadLatencies streams the latencies of the deliveries of events whose id starts with
+// prefix into a new histogram.
+func ReadLatencies(ctx context.Context, db *sqlstore.DB, prefix string) (*hdrhistogram.Histogram, error) {
+	h := NewLatencies()
+	err := db.Deliveries().Latencies(ctx, prefix, func(us int64) { RecordLatency(h, us) })
+	return h, err
+}
+
+// Percentiles summarises a latency histogram in milliseconds.
+func Percentiles(h *hdrhistogram.Histogram) Latency {
+	if h == nil || h.TotalCount() == 0 {
+		return Latency{}
+	}
+	ms := func(us int64) float64 { return round(float64(us)/1000, 2) }
+	return Latency{P50: ms(h.ValueAtQuantile(50)), P95: ms(h.ValueAtQuantile(95)),
+		P99: ms(h.ValueAtQuantile(99)), Max: ms(h.Max())}
+}
