@@ -44,10 +44,11 @@ type Config struct {
 
 	OTPTTL time.Duration `name:"otp-ttl" env:"HERALD_OTP_TTL" default:"5m" help:"One-time passwords not sent within this time after the event expire (status expired)."`
 
-	PollInterval time.Duration `name:"poll-interval" env:"HERALD_POLL_INTERVAL" default:"10ms" help:"How long an idle SQL subscriber waits before polling again."`
-	BatchSize    int           `name:"batch-size" env:"HERALD_BATCH_SIZE" default:"250" help:"Rows one SQL subscriber query reads."`
-	Concurrency  int           `name:"concurrency" env:"HERALD_CONCURRENCY" default:"250" help:"Messages of one SQL topic handled at once (one at a time per account or recipient); their writes are committed together. 1 handles one message at a time."`
-	MaxRetries   int           `name:"max-retries" env:"HERALD_MAX_RETRIES" default:"2" help:"Quick in-process retries of a transient failure before the message is parked in the persistent requeue (deliveries) or redelivered (events)."`
+	PollInterval   time.Duration `name:"poll-interval" env:"HERALD_POLL_INTERVAL" default:"10ms" help:"How long an idle SQL subscriber waits before polling again."`
+	BatchSize      int           `name:"batch-size" env:"HERALD_BATCH_SIZE" default:"250" help:"Rows one SQL subscriber query reads."`
+	Concurrency    int           `name:"concurrency" env:"HERALD_CONCURRENCY" default:"250" help:"Messages of one SQL topic handled at once (one at a time per account or recipient); their writes are committed together. 1 handles one message at a time."`
+	RetainConsumed time.Duration `name:"retain-consumed" env:"HERALD_RETAIN_CONSUMED" default:"1h" help:"SQL topic rows (the outbox included) that every consumer group has consumed are deleted once older than this, checked every minute (every retain-consumed when shorter, at least every second); 0 keeps them. Notifications and deliveries are not affected."`
+	MaxRetries     int           `name:"max-retries" env:"HERALD_MAX_RETRIES" default:"2" help:"Quick in-process retries of a transient failure before the message is parked in the persistent requeue (deliveries) or redelivered (events)."`
 
 	SendTimeout      time.Duration `name:"send-timeout" env:"HERALD_SEND_TIMEOUT" default:"30s" help:"Longest provider call; a delivery's lease lasts twice as long (a crashed instance's deliveries wait that long)."`
 	RetryMaxAttempts int           `name:"retry-max-attempts" env:"HERALD_RETRY_MAX_ATTEMPTS" default:"12" help:"Provider calls one delivery may take before a transient failure fails it."`
@@ -195,6 +196,9 @@ func (c Config) Validate() error {
 	}
 	if c.Concurrency < 1 || c.Concurrency > 10000 {
 		bad("concurrency", "HERALD_CONCURRENCY", "must be from 1 to 10000")
+	}
+	if c.RetainConsumed < 0 {
+		bad("retain-consumed", "HERALD_RETAIN_CONSUMED", "must not be negative (0 keeps every row)")
 	}
 	if c.MaxRetries < 0 || c.MaxRetries > 100 {
 		bad("max-retries", "HERALD_MAX_RETRIES", "must be from 0 to 100")

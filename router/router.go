@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -67,6 +68,13 @@ type Config struct {
 	Kafka kafka.Config
 	// Delivery is what guards each provider.
 	Delivery DeliveryConfig
+	// RetainConsumed: a SQL topic row (the outbox included) that every consumer group
+	// has consumed is deleted once it is older than this, checked every PruneEvery.
+	// 0 keeps every row.
+	RetainConsumed time.Duration
+	// PruneEvery is how often consumed rows are pruned. Default RetainConsumed, within
+	// 1s..1m.
+	PruneEvery time.Duration
 }
 
 // DeliveryConfig configures the delivery handlers' reliability.
@@ -112,6 +120,11 @@ type Router struct {
 	requeuePoll time.Duration
 	log         *slog.Logger
 	requeued    *metrics.Counter
+	// sqlTopics are the SQL topics the router consumes; their consumed rows older than
+	// retain are pruned every pruneEvery.
+	sqlTopics          []string
+	retain, pruneEvery time.Duration
+	metrics            *metrics.Set
 }
 
 // New assembles the router. SQL mode:
@@ -152,9 +165,13 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 	}
 	rt := &Router{Router: r, db: cfg.DB, closers: []interface{ Close() error }{sqlSub}, log: logger,
 		requeuePoll: cfg.Delivery.RequeuePoll,
-		requeued:    cfg.Metrics.GetOrCreateCounter(`herald_requeue_moved_total`)}
+		requeued:    cfg.Metrics.GetOrCreateCounter(`herald_requeue_moved_total`),
+		retain:      cfg.RetainConsumed, pruneEvery: cfg.PruneEvery, metrics: cfg.Metrics}
 	if rt.requeuePoll <= 0 {
 		rt.requeuePoll = 200 * time.Millisecond
+	}
+	if rt.pruneEvery <= 0 {
+		rt.pruneEvery = min(max(rt.retain, time.Second), time.Minute)
 	}
 	var sub message.Subscriber = sqlSub
 	var fanStore handlers.FanOutStore = cfg.DB
@@ -176,6 +193,7 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 		// The relay: outbox rows to Kafka, keyed by account. The SQL offset is acked only
 		// after Kafka has the message, so a restart never loses a row (it may resend one,
 		// which the delivery store absorbs).
+		rt.sqlTopics = outboxes
 		for _, t := range outboxes {
 			h := r.AddHandler("relay"+laneSuffix(t), t, sqlSub, kcfg.Topic(t), sharedPublisher{kpub},
 				func(msg *message.Message) ([]*message.Message, error) { return []*message.Message{msg}, nil })
@@ -212,6 +230,9 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(cfg.Kafka.Brokers) == 0 {
+		rt.sqlTopics = append(rt.sqlTopics, outboxes...)
+	}
 	for _, t := range outboxes {
 		h := r.AddConsumerHandler("fanout"+laneSuffix(t), topic(t), sub, fan.Handle)
 		h.AddMiddleware(rt.common(cfg)...)
@@ -234,6 +255,9 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 		}
 		for _, lane := range []notify.Lane{notify.LaneNormal, notify.LaneCritical} {
 			t := sqlstore.DeliveryTopic(string(ch), lane)
+			if len(cfg.Kafka.Brokers) == 0 {
+				rt.sqlTopics = append(rt.sqlTopics, t)
+			}
 			h := r.AddConsumerHandler("deliver."+string(ch)+laneSuffix(t), topic(t), sub, d.Handle)
 			h.AddMiddleware(requeue.Middleware)
 			h.AddMiddleware(rt.common(cfg)...)
@@ -323,7 +347,12 @@ func (rt *Router) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return
 		}
+		var wg sync.WaitGroup
+		if rt.retain > 0 {
+			wg.Go(func() { rt.runPruner(ctx) })
+		}
 		rt.runRequeuer(ctx)
+		wg.Wait()
 	}()
 	err := rt.Router.Run(ctx)
 	cancel()
@@ -360,6 +389,27 @@ func (rt *Router) runRequeuer(ctx context.Context) {
 			if n < 500 {
 				break
 			}
+		}
+	}
+}
+
+// runPruner deletes the consumed rows of the router's SQL topics that are older than
+// rt.retain, every rt.pruneEvery (the first time at start-up).
+func (rt *Router) runPruner(ctx context.Context) {
+	t := time.NewTicker(rt.pruneEvery)
+	defer t.Stop()
+	for {
+		for _, topic := range rt.sqlTopics {
+			n, err := rt.db.PruneConsumed(ctx, topic, rt.retain)
+			if err != nil && ctx.Err() == nil {
+				rt.log.Warn("pruning consumed rows failed, will retry", "topic", topic, "error", err)
+			}
+			rt.metrics.GetOrCreateCounter(`herald_pruned_rows_total{topic="` + topic + `"}`).Add(int(n))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }

@@ -126,11 +126,12 @@ func (s *Service) assemble(ctx context.Context) error {
 	}
 	s.Router, err = router.New(router.Config{
 		DB: s.DB, Providers: providers, Renderer: renderer, Metrics: s.Metrics,
-		Transport: sqlstore.TransportConfig{PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize, Concurrency: cfg.Concurrency},
-		Retry:     router.RetryConfig{MaxRetries: retries},
-		OTPTTL:    cfg.OTPTTL,
-		Kafka:     cfg.Kafka(),
-		Delivery:  delivery,
+		Transport:      sqlstore.TransportConfig{PollInterval: cfg.PollInterval, BatchSize: cfg.BatchSize, Concurrency: cfg.Concurrency},
+		Retry:          router.RetryConfig{MaxRetries: retries},
+		OTPTTL:         cfg.OTPTTL,
+		Kafka:          cfg.Kafka(),
+		Delivery:       delivery,
+		RetainConsumed: cfg.RetainConsumed,
 	}, s.log)
 	if err != nil {
 		return err

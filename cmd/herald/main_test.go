@@ -147,13 +147,13 @@ func runDemo(t *testing.T, bin, url string, events int, extra ...string) {
 
 func TestInvalidConfigIsRefusedClearly(t *testing.T) {
 	bin := buildHerald(t)
-	cmd := exec.Command(bin, "serve", "--db", "oracle://x", "--addr", "0.0.0.0:8080", "--channels", "sms,fax", "--db-committers", "99")
+	cmd := exec.Command(bin, "serve", "--db", "oracle://x", "--addr", "0.0.0.0:8080", "--channels", "sms,fax", "--db-committers", "99", "--retain-consumed=-1m")
 	out, err := cmd.CombinedOutput()
 	if err == nil {
 		t.Fatal("serve accepted an invalid configuration")
 	}
 	for _, want := range []string{"--db (HERALD_DB_URL)", "unsupported scheme", "--api-keys (HERALD_API_KEYS)", `unknown channel "fax"`,
-		"--db-committers (HERALD_DB_COMMITTERS)"} {
+		"--db-committers (HERALD_DB_COMMITTERS)", "--retain-consumed (HERALD_RETAIN_CONSUMED)"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("error output lacks %q:\n%s", want, out)
 		}

@@ -1,0 +1,75 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// PruneBatch is how many rows one pruning statement deletes at most: short statements
+// keep the topic's writers (and, on SQLite, every writer) waiting briefly.
+const PruneBatch = 1000
+
+// PruneConsumed deletes the rows of topic that are older than age (by the database's
+// clock, the one that stamped them) and that every consumer group has consumed, in statements of at most PruneBatch rows, and
+// returns how many it deleted. A row is consumed when:
+//   - PostgreSQL: its (transaction_id, offset) is at or before the position every
+//     consumer group in herald_offsets_<topic> has acked (watermill-sql's log order);
+//     a topic no group has acked keeps every row;
+//   - SQLite: its offset is at or below every group's acked offset;
+//   - MySQL: it is acked (the queue schema has no consumer groups).
+//
+// Offsets are never reused (BIGSERIAL, AUTOINCREMENT, AUTO_INCREMENT), so deleting
+// consumed rows changes nothing a subscriber reads next. A consumer group that no
+// longer runs holds the rows after its offset: delete its offsets row to let them go.
+func (db *DB) PruneConsumed(ctx context.Context, topic string, age time.Duration) (int64, error) {
+	var total int64
+	for {
+		n, err := db.pruneOnce(ctx, topic, age.Microseconds())
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("pruning consumed rows of %s: %w", topic, err)
+		}
+		if n < PruneBatch || ctx.Err() != nil {
+			return total, ctx.Err()
+		}
+	}
+}
+
+func (db *DB) pruneOnce(ctx context.Context, topic string, ageUs int64) (int64, error) {
+	table, offsets := TopicTable(topic), OffsetsTable(topic)
+	var res sql.Result
+	var err error
+	switch db.Dialect {
+	case Postgres:
+		// The earliest position any group has acked; none: nothing is consumed yet.
+		var tx string
+		var off int64
+		err = db.R.QueryRowContext(ctx, `SELECT last_processed_transaction_id::text, offset_acked FROM "`+offsets+`"
+			ORDER BY last_processed_transaction_id, offset_acked LIMIT 1`).Scan(&tx, &off)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		res, err = db.W.ExecContext(ctx, `DELETE FROM "`+table+`" WHERE (transaction_id, "offset") IN (
+			SELECT transaction_id, "offset" FROM "`+table+`"
+			WHERE (transaction_id, "offset") <= ($1::xid8, $2) AND created_at < LOCALTIMESTAMP - make_interval(secs => $3::float8 / 1000000)
+			ORDER BY transaction_id, "offset" LIMIT $4)`, tx, off, ageUs, PruneBatch)
+	case MySQL:
+		res, err = db.W.ExecContext(ctx, "DELETE FROM `"+table+"` WHERE `acked` = 1 AND `created_at` < NOW(6) - INTERVAL ? MICROSECOND ORDER BY `offset` LIMIT ?",
+			ageUs, PruneBatch)
+	default:
+		res, err = db.W.ExecContext(ctx, `DELETE FROM "`+table+`" WHERE "offset" IN (
+			SELECT "offset" FROM "`+table+`"
+			WHERE "offset" <= (SELECT MIN(offset_acked) FROM "`+offsets+`") AND created_at < CAST(unixepoch('subsec') * 1000000 AS INTEGER) - ?
+			ORDER BY "offset" LIMIT ?)`, ageUs, PruneBatch)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}

@@ -1,0 +1,120 @@
+package sqlstore_test
+
+import (
+	"context"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/heraldhq/herald/adapters/sqlstore"
+)
+
+// TestPruneConsumedKeepsWhatAGroupStillNeeds: pruning deletes only rows every consumer
+// group has acked (on MySQL: acked rows) and old enough, and subscribers read on after it.
+func TestPruneConsumedKeepsWhatAGroupStillNeeds(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		const topic = "prune"
+		if err := db.InitTopic(topic); err != nil {
+			t.Fatal(err)
+		}
+		publish(t, db, topic, "m1", "m2", "m3", "m4", "m5")
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		prune := func(age time.Duration) int64 {
+			t.Helper()
+			n, err := db.PruneConsumed(ctx, topic, age)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		if n := prune(0); n != 0 {
+			t.Fatalf("pruned %d rows nobody consumed", n)
+		}
+		// One row per batch: receiving a message means the previous ones' acks committed.
+		subscribe := func(group string) <-chan *message.Message {
+			sub, err := db.NewSubscriber(sqlstore.TransportConfig{ConsumerGroup: group, BatchSize: 1}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = sub.Close() })
+			ch, err := sub.Subscribe(ctx, topic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ch
+		}
+		next := func(ch <-chan *message.Message, want string) *message.Message {
+			t.Helper()
+			m := receive(t, ch, 10*time.Second)
+			if m.UUID != want {
+				t.Fatalf("got %s, want %s", m.UUID, want)
+			}
+			return m
+		}
+		a := subscribe("a")
+		next(a, "m1").Ack()
+		next(a, "m2").Ack()
+		heldA := next(a, "m3") // a has acked m1, m2
+		if db.Dialect == sqlstore.MySQL {
+			// A queue: acked rows go, whoever acked them.
+			if n := prune(time.Hour); n != 0 {
+				t.Fatalf("pruned %d rows younger than an hour", n)
+			}
+			if n := prune(0); n != 2 {
+				t.Fatalf("pruned %d rows, want 2", n)
+			}
+			assertRows(t, db, topic, "m3", "m4", "m5")
+		} else {
+			b := subscribe("b")
+			next(b, "m1").Ack()
+			heldB := next(b, "m2") // b has acked m1 only
+			if n := prune(time.Hour); n != 0 {
+				t.Fatalf("pruned %d rows younger than an hour", n)
+			}
+			if n := prune(0); n != 1 {
+				t.Fatalf("pruned %d rows, want 1 (m1: the only row both groups acked)", n)
+			}
+			assertRows(t, db, topic, "m2", "m3", "m4", "m5")
+			heldB.Ack()
+			next(b, "m3").Ack()
+			next(b, "m4") // b has acked m1..m3, a m1..m2
+			if n := prune(0); n != 1 {
+				t.Fatalf("pruned %d rows, want 1 (m2)", n)
+			}
+			assertRows(t, db, topic, "m3", "m4", "m5")
+		}
+		heldA.Ack()
+		next(a, "m4").Ack()
+		next(a, "m5").Ack()
+	})
+}
+
+func assertRows(t *testing.T, db *sqlstore.DB, topic string, want ...string) {
+	t.Helper()
+	table := `"` + sqlstore.TopicTable(topic) + `"`
+	if db.Dialect == sqlstore.MySQL {
+		table = "`" + sqlstore.TopicTable(topic) + "`"
+	}
+	rows, err := db.R.Query(`SELECT uuid FROM ` + table + ` ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, u)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("rows left %v, want %v", got, want)
+	}
+}
