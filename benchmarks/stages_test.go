@@ -292,7 +292,7 @@ func BenchmarkKafka(b *testing.B) {
 	b.Run("subscribe", func(b *testing.B) {
 		t := fmt.Sprintf("%s-sub-%d", topic, b.N)
 		publishN(b, pub, t)
-		sub, err := kafka.NewSubscriber(cfg, watermill.NopLogger{})
+		sub, err := kafka.NewSubscriber(cfg, kafka.SubscriberConfig{}, watermill.NopLogger{})
 		if err != nil {
 			b.Fatal(err)
 		}

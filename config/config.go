@@ -46,7 +46,7 @@ type Config struct {
 
 	PollInterval   time.Duration `name:"poll-interval" env:"HERALD_POLL_INTERVAL" default:"10ms" help:"How long an idle SQL subscriber waits before polling again."`
 	BatchSize      int           `name:"batch-size" env:"HERALD_BATCH_SIZE" default:"250" help:"Rows one SQL subscriber query reads."`
-	Concurrency    int           `name:"concurrency" env:"HERALD_CONCURRENCY" default:"250" help:"Messages of one SQL topic handled at once (one at a time per account or recipient); their writes are committed together. 1 handles one message at a time."`
+	Concurrency    int           `name:"concurrency" env:"HERALD_CONCURRENCY" default:"250" help:"Messages of one SQL topic (Kafka: of one partition) handled at once (one at a time per account or recipient); their writes are committed together. 1 handles one message at a time."`
 	RetainConsumed time.Duration `name:"retain-consumed" env:"HERALD_RETAIN_CONSUMED" default:"1h" help:"SQL topic rows (the outbox included) that every consumer group has consumed are deleted once older than this, checked every minute (every retain-consumed when shorter, at least every second); 0 keeps them. Notifications and deliveries are not affected."`
 	MaxRetries     int           `name:"max-retries" env:"HERALD_MAX_RETRIES" default:"2" help:"Quick in-process retries of a transient failure before the message is parked in the persistent requeue (deliveries) or redelivered (events)."`
 

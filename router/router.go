@@ -183,7 +183,10 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 		if err != nil {
 			return nil, err
 		}
-		ksub, err := kafka.NewSubscriber(kcfg, wlog)
+		ksub, err := kafka.NewSubscriber(kcfg, kafka.SubscriberConfig{
+			Concurrency: tcfg.Concurrency,
+			Key:         func(t string, m *message.Message) string { return OrderKey(strings.TrimPrefix(t, kcfg.TopicPrefix), m) },
+		}, wlog)
 		if err != nil {
 			return nil, err
 		}
@@ -196,7 +199,16 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 		rt.sqlTopics = outboxes
 		for _, t := range outboxes {
 			h := r.AddHandler("relay"+laneSuffix(t), t, sqlSub, kcfg.Topic(t), sharedPublisher{kpub},
-				func(msg *message.Message) ([]*message.Message, error) { return []*message.Message{msg}, nil })
+				func(msg *message.Message) ([]*message.Message, error) {
+					// The Kafka partition key: a plain INSERT may carry the account only in
+					// the payload.
+					if msg.Metadata.Get("account_id") == "" {
+						if a := OrderKey(t, msg); a != "" {
+							msg.Metadata.Set("account_id", a)
+						}
+					}
+					return []*message.Message{msg}, nil
+				})
 			h.AddMiddleware(rt.common(cfg)...)
 		}
 	}
@@ -233,7 +245,9 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 	if len(cfg.Kafka.Brokers) == 0 {
 		rt.sqlTopics = append(rt.sqlTopics, outboxes...)
 	}
+	var consumed []string // the topics sub consumes
 	for _, t := range outboxes {
+		consumed = append(consumed, topic(t))
 		h := r.AddConsumerHandler("fanout"+laneSuffix(t), topic(t), sub, fan.Handle)
 		h.AddMiddleware(rt.common(cfg)...)
 	}
@@ -258,9 +272,19 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 			if len(cfg.Kafka.Brokers) == 0 {
 				rt.sqlTopics = append(rt.sqlTopics, t)
 			}
+			consumed = append(consumed, topic(t))
 			h := r.AddConsumerHandler("deliver."+string(ch)+laneSuffix(t), topic(t), sub, d.Handle)
 			h.AddMiddleware(requeue.Middleware)
 			h.AddMiddleware(rt.common(cfg)...)
+		}
+	}
+	if init, ok := sub.(message.SubscribeInitializer); ok && len(cfg.Kafka.Brokers) > 0 {
+		// Every Kafka topic exists before the first publish (a broker's auto-creation
+		// is usually off, and would not use Herald's partitions).
+		for _, t := range consumed {
+			if err := init.SubscribeInitialize(t); err != nil {
+				return nil, err
+			}
 		}
 	}
 

@@ -18,7 +18,7 @@ func TestKafkaModeDeliversEverything(t *testing.T) {
 	for _, b := range backends[:2] {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
-			cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(4))
+			cluster, err := kfake.NewCluster(kfake.NumBrokers(1)) // Herald creates its topics
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -4,11 +4,9 @@
 package kafka
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -105,95 +103,4 @@ func NewPublisher(cfg Config, logger watermill.LoggerAdapter) (message.Publisher
 		return nil, fmt.Errorf("kafka publisher: %w", err)
 	}
 	return p, nil
-}
-
-// NewSubscriber returns a subscriber that starts from the oldest message when a group
-// has no offset yet. Each topic is consumed in a consumer group of its own,
-// ConsumerGroup + "." + the topic without TopicPrefix (for example
-// "herald.deliveries.sms"): watermill-kafka opens one consumer-group session per
-// Subscribe, and sessions of one group that subscribe to different topics rebalance
-// each other — one could be left with no partitions of its topic for a long time. One
-// topic per group keeps every rebalance to the instances consuming that topic.
-func NewSubscriber(cfg Config, logger watermill.LoggerAdapter) (message.Subscriber, error) {
-	cfg.setDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	return &subscriber{cfg: cfg, logger: logger, groups: map[string]*wkafka.Subscriber{}}, nil
-}
-
-// GroupOf is the consumer group that consumes the Kafka topic.
-func (c Config) GroupOf(topic string) string {
-	return c.ConsumerGroup + "." + strings.TrimPrefix(topic, c.TopicPrefix)
-}
-
-// subscriber keeps one watermill-kafka subscriber (one consumer group) per topic.
-type subscriber struct {
-	cfg    Config
-	logger watermill.LoggerAdapter
-
-	mu     sync.Mutex
-	closed bool
-	groups map[string]*wkafka.Subscriber
-}
-
-func (s *subscriber) of(topic string) (*wkafka.Subscriber, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, errors.New("kafka subscriber: closed")
-	}
-	if ks, ok := s.groups[topic]; ok {
-		return ks, nil
-	}
-	sc := wkafka.DefaultSaramaSubscriberConfig()
-	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
-	sc.Version = sarama.V3_6_0_0
-	ks, err := wkafka.NewSubscriber(wkafka.SubscriberConfig{
-		Brokers:               s.cfg.Brokers,
-		Unmarshaler:           wkafka.NewWithPartitioningMarshaler(PartitionKey),
-		OverwriteSaramaConfig: sc,
-		ConsumerGroup:         s.cfg.GroupOf(topic),
-		InitializeTopicDetails: &sarama.TopicDetail{
-			NumPartitions: s.cfg.Partitions, ReplicationFactor: s.cfg.ReplicationFactor,
-		},
-	}, s.logger)
-	if err != nil {
-		return nil, fmt.Errorf("kafka subscriber for %s: %w", topic, err)
-	}
-	s.groups[topic] = ks
-	return ks, nil
-}
-
-// Subscribe consumes topic in its own consumer group.
-func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	ks, err := s.of(topic)
-	if err != nil {
-		return nil, err
-	}
-	return ks.Subscribe(ctx, topic)
-}
-
-// SubscribeInitialize creates the topic if it does not exist.
-func (s *subscriber) SubscribeInitialize(topic string) error {
-	ks, err := s.of(topic)
-	if err != nil {
-		return err
-	}
-	return ks.SubscribeInitialize(topic)
-}
-
-// Close closes every topic's subscriber.
-func (s *subscriber) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	var errs []error
-	for _, ks := range s.groups {
-		errs = append(errs, ks.Close())
-	}
-	return errors.Join(errs...)
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/heraldhq/herald/internal/handout"
 )
 
 // Subscriber consumes SQL topics. It reuses watermill-sql's schema and offsets
@@ -315,108 +317,16 @@ func (s *Subscriber) read(ctx context.Context, tx querier, topic string) ([]wsql
 	return rows, nil
 }
 
-type handed struct {
-	i     int
-	acked bool
-}
-
 // dispatch hands the batch's messages out, up to Concurrency at once and one at a time
 // per key, and returns how many leading messages were acked.
 func (s *Subscriber) dispatch(ctx context.Context, topic string, rows []wsql.Row, out chan<- *message.Message) int {
-	keys := make([]string, len(rows))
-	if s.cfg.Key != nil {
-		for i, r := range rows {
+	msgs, keys := make([]*message.Message, len(rows)), make([]string, len(rows))
+	for i, r := range rows {
+		msgs[i] = r.Msg
+		if s.cfg.Key != nil {
 			keys[i] = s.cfg.Key(topic, r.Msg)
 		}
 	}
-	acked := make([]bool, len(rows))
-	results := make(chan handed, len(rows))
-	busy := map[string]bool{}
-	pending := make([]int, len(rows))
-	for i := range pending {
-		pending[i] = i
-	}
-	inflight, stopping := 0, false
-	for {
-		if !stopping {
-			blocked := map[string]bool{}
-			rest := pending[:0]
-			for _, i := range pending {
-				k := keys[i]
-				if inflight < s.cfg.Concurrency && (k == "" || !busy[k] && !blocked[k]) {
-					if k != "" {
-						busy[k] = true
-					}
-					inflight++
-					go func(i int) { results <- handed{i, s.send(ctx, rows[i].Msg, out)} }(i)
-					continue
-				}
-				if k != "" {
-					blocked[k] = true
-				}
-				rest = append(rest, i)
-			}
-			pending = rest
-		}
-		if inflight == 0 {
-			break
-		}
-		h := <-results
-		inflight--
-		busy[keys[h.i]] = false
-		acked[h.i] = h.acked
-		if !h.acked {
-			stopping = true // shutdown or ack deadline: finish what is out, hand out no more
-		}
-	}
-	n := 0
-	for n < len(acked) && acked[n] {
-		n++
-	}
-	return n
-}
-
-// send hands msg out until it is acked (true), resending it after a nack; false when
-// the subscriber closes, ctx ends or the ack deadline passes first.
-func (s *Subscriber) send(ctx context.Context, msg *message.Message, out chan<- *message.Message) bool {
-	if s.cfg.AckDeadline > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.AckDeadline)
-		defer cancel()
-	}
-	mctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	msg.SetContext(mctx)
-	for {
-		select {
-		case out <- msg:
-		case <-s.closing:
-			return false
-		case <-ctx.Done():
-			return false
-		}
-		select {
-		case <-msg.Acked():
-			return true
-		case <-msg.Nacked():
-			msg = msg.Copy()
-			msg.SetContext(mctx)
-			if s.cfg.ResendInterval > 0 {
-				t := time.NewTimer(s.cfg.ResendInterval)
-				select {
-				case <-t.C:
-				case <-s.closing:
-					t.Stop()
-					return false
-				case <-ctx.Done():
-					t.Stop()
-					return false
-				}
-			}
-		case <-s.closing:
-			return false
-		case <-ctx.Done():
-			return false
-		}
-	}
+	return handout.Dispatch(ctx, handout.Config{Concurrency: s.cfg.Concurrency, AckDeadline: s.cfg.AckDeadline,
+		ResendInterval: s.cfg.ResendInterval, Closing: s.closing}, msgs, keys, out)
 }
