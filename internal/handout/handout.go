@@ -33,44 +33,44 @@ type handed struct {
 // deadline), no more are handed out and Dispatch returns when those out have ended.
 func Dispatch(ctx context.Context, cfg Config, msgs []*message.Message, keys []string, out chan<- *message.Message) int {
 	concurrency := max(cfg.Concurrency, 1)
+	// next[i] is the message after i with the same key (-1: none); ready holds, in the
+	// order they became free to go, the messages whose key has nothing out before them.
+	next := make([]int, len(msgs))
+	ready := make([]int, 0, len(msgs))
+	last := make(map[string]int)
+	for i, k := range keys {
+		next[i] = -1
+		if k == "" {
+			ready = append(ready, i)
+			continue
+		}
+		if j, ok := last[k]; ok {
+			next[j] = i
+		} else {
+			ready = append(ready, i)
+		}
+		last[k] = i
+	}
 	acked := make([]bool, len(msgs))
 	results := make(chan handed, len(msgs))
-	busy := map[string]bool{}
-	pending := make([]int, len(msgs))
-	for i := range pending {
-		pending[i] = i
-	}
-	inflight, stopping := 0, false
+	inflight, head, stopping := 0, 0, false
 	for {
-		if !stopping {
-			blocked := map[string]bool{}
-			rest := pending[:0]
-			for _, i := range pending {
-				k := keys[i]
-				if inflight < concurrency && (k == "" || !busy[k] && !blocked[k]) {
-					if k != "" {
-						busy[k] = true
-					}
-					inflight++
-					go func(i int) { results <- handed{i, send(ctx, cfg, msgs[i], out)} }(i)
-					continue
-				}
-				if k != "" {
-					blocked[k] = true
-				}
-				rest = append(rest, i)
-			}
-			pending = rest
+		for !stopping && inflight < concurrency && head < len(ready) {
+			i := ready[head]
+			head++
+			inflight++
+			go func() { results <- handed{i, send(ctx, cfg, msgs[i], out)} }()
 		}
 		if inflight == 0 {
 			break
 		}
 		h := <-results
 		inflight--
-		busy[keys[h.i]] = false
 		acked[h.i] = h.acked
 		if !h.acked {
 			stopping = true // shutdown or ack deadline: finish what is out, hand out no more
+		} else if j := next[h.i]; j >= 0 {
+			ready = append(ready, j)
 		}
 	}
 	n := 0
@@ -83,14 +83,15 @@ func Dispatch(ctx context.Context, cfg Config, msgs []*message.Message, keys []s
 // send hands msg out until it is acked (true), resending it after a nack; false when
 // Closing closes, ctx ends or the ack deadline passes first.
 func send(ctx context.Context, cfg Config, msg *message.Message, out chan<- *message.Message) bool {
+	// The message's context ends when the hand-out does (acked, given up).
+	var cancel context.CancelFunc
 	if cfg.AckDeadline > 0 {
-		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.AckDeadline)
-		defer cancel()
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
 	}
-	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	msg.SetContext(mctx)
+	msg.SetContext(ctx)
 	for {
 		select {
 		case out <- msg:
@@ -104,7 +105,7 @@ func send(ctx context.Context, cfg Config, msg *message.Message, out chan<- *mes
 			return true
 		case <-msg.Nacked():
 			msg = msg.Copy()
-			msg.SetContext(mctx)
+			msg.SetContext(ctx)
 			if cfg.ResendInterval > 0 {
 				t := time.NewTimer(cfg.ResendInterval)
 				select {
