@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -87,14 +88,7 @@ func saramaConsumerConfig() *sarama.Config {
 // "herald.deliveries.sms"). One topic per group keeps every rebalance to the instances
 // consuming that topic.
 func (c Config) GroupOf(topic string) string {
-	return c.ConsumerGroup + "." + trimPrefix(topic, c.TopicPrefix)
-}
-
-func trimPrefix(s, prefix string) string {
-	if len(s) >= len(prefix) && s[:len(prefix)] == prefix {
-		return s[len(prefix):]
-	}
-	return s
+	return c.ConsumerGroup + "." + strings.TrimPrefix(topic, c.TopicPrefix)
 }
 
 // Subscriber consumes Kafka topics; see NewSubscriber.
