@@ -47,6 +47,7 @@ type serveCmd struct {
 }
 
 func (c *serveCmd) Run() error {
+	tuneGC(os.Getenv, c.DB)
 	logger := newLogger(c.LogFormat, c.LogLevel, os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -87,6 +88,7 @@ type demoCmd struct {
 }
 
 func (c *demoCmd) Run() error {
+	tuneGC(os.Getenv, c.DB)
 	level := "warn"
 	if c.Verbose {
 		level = c.LogLevel

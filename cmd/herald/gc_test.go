@@ -1,0 +1,38 @@
+package main
+
+import (
+	"runtime/debug"
+	"testing"
+)
+
+func TestTuneGC(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(prev) })
+
+	env := map[string]string{}
+	getenv := func(k string) string { return env[k] }
+	for _, tc := range []struct {
+		name, gogc, db string
+		want           int
+	}{
+		{"SQLite without GOGC", "", "sqlite://herald.db", sqliteGCPercent},
+		{"PostgreSQL without GOGC", "", "postgres://h@db:5432/herald", 100},
+		{"MySQL without GOGC", "", "mysql://root@db:3306/herald", 100},
+		// GOGC set: the runtime applied it at start; Herald leaves it alone.
+		{"SQLite with GOGC=50", "50", "sqlite://herald.db", 50},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			debug.SetGCPercent(100)
+			env["GOGC"] = tc.gogc
+			if tc.gogc != "" {
+				debug.SetGCPercent(50)
+			}
+			if got := tuneGC(getenv, tc.db); got != tc.want {
+				t.Fatalf("tuneGC = %d, want %d", got, tc.want)
+			}
+			if got := debug.SetGCPercent(100); got != tc.want {
+				t.Fatalf("the runtime's target is %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
