@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/heraldhq/herald/adapters/sqlstore"
 	"github.com/heraldhq/herald/notify"
@@ -111,7 +112,9 @@ func (p *Provider) Send(ctx context.Context, m notify.Message) (notify.Receipt, 
 	if err != nil {
 		return notify.Receipt{}, fmt.Errorf("sandbox %s: %w", m.Channel, err)
 	}
-	p.log.Info("sandbox send", "message", m, "subject", subject, "chars", len([]rune(body)))
+	if p.log.Enabled(ctx, slog.LevelInfo) { // the arguments cost allocations even when not logged
+		p.log.InfoContext(ctx, "sandbox send", "message", m, "subject", subject, "chars", utf8.RuneCountInString(body))
+	}
 	return notify.Receipt{Provider: "sandbox", ProviderMessageID: "sbx-" + strconv.FormatInt(id, 10)}, nil
 }
 
