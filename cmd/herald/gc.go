@@ -15,16 +15,13 @@ import (
 // clear gain, so there Go's default stays (docs/performance.md).
 const sqliteGCPercent = 400
 
-// tuneGC sets the garbage collector's target for the database at dbURL unless the
-// environment sets GOGC, and returns the target in effect (-1: collection off).
-func tuneGC(getenv func(string) string, dbURL string) int {
-	if getenv("GOGC") == "" {
-		if d, _, err := sqlstore.ParseURL(dbURL); err == nil && d == sqlstore.SQLite {
-			debug.SetGCPercent(sqliteGCPercent)
-			return sqliteGCPercent
-		}
+// tuneGC sets the garbage collector's target for the database at dbURL, unless the
+// environment sets GOGC (which the runtime has applied already).
+func tuneGC(getenv func(string) string, dbURL string) {
+	if getenv("GOGC") != "" {
+		return
 	}
-	p := debug.SetGCPercent(-1)
-	debug.SetGCPercent(p)
-	return p
+	if d, _, err := sqlstore.ParseURL(dbURL); err == nil && d == sqlstore.SQLite {
+		debug.SetGCPercent(sqliteGCPercent)
+	}
 }

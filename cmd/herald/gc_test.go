@@ -27,9 +27,7 @@ func TestTuneGC(t *testing.T) {
 			if tc.gogc != "" {
 				debug.SetGCPercent(50)
 			}
-			if got := tuneGC(getenv, tc.db); got != tc.want {
-				t.Fatalf("tuneGC = %d, want %d", got, tc.want)
-			}
+			tuneGC(getenv, tc.db)
 			if got := debug.SetGCPercent(100); got != tc.want {
 				t.Fatalf("the runtime's target is %d, want %d", got, tc.want)
 			}
