@@ -145,7 +145,7 @@ type Router struct {
 // herald_delayed); then, for all: Retry (transient errors only, backoff + jitter) ->
 // Recoverer (a panic is an error) -> Metrics -> handler. A fan-out or relay error that
 // survives its retries is nacked and redelivered, keeping the outbox order.
-func New(cfg Config, logger *slog.Logger) (*Router, error) {
+func New(cfg Config, logger *slog.Logger) (_ *Router, err error) {
 	cfg.Retry.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -167,6 +167,11 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 		requeuePoll: cfg.Delivery.RequeuePoll,
 		requeued:    cfg.Metrics.GetOrCreateCounter(`herald_requeue_moved_total`),
 		retain:      cfg.RetainConsumed, pruneEvery: cfg.PruneEvery, metrics: cfg.Metrics}
+	defer func() {
+		if err != nil { // what New opened so far (subscribers, the Kafka client) is closed
+			err = errors.Join(err, rt.closeTransports())
+		}
+	}()
 	if rt.requeuePoll <= 0 {
 		rt.requeuePoll = 200 * time.Millisecond
 	}
@@ -183,6 +188,7 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 		if err != nil {
 			return nil, err
 		}
+		rt.closers = append(rt.closers, kpub)
 		ksub, err := kafka.NewSubscriber(kcfg, kafka.SubscriberConfig{
 			Concurrency: tcfg.Concurrency,
 			Key:         func(t string, m *message.Message) string { return OrderKey(strings.TrimPrefix(t, kcfg.TopicPrefix), m) },
@@ -190,7 +196,7 @@ func New(cfg Config, logger *slog.Logger) (*Router, error) {
 		if err != nil {
 			return nil, err
 		}
-		rt.closers = append(rt.closers, ksub, kpub)
+		rt.closers = []interface{ Close() error }{sqlSub, ksub, kpub} // subscribers first
 		sub, topic, rt.requeuePub = ksub, kcfg.Topic, kpub
 		fanStore = kafkaFanOut{db: cfg.DB, pub: kpub, topic: kcfg.Topic}
 		// The relay: outbox rows to Kafka, keyed by account. The SQL offset is acked only
@@ -467,7 +473,12 @@ func (k kafkaFanOut) CommitFanOut(ctx context.Context, n sqlstore.Notification, 
 
 // Close stops the handlers, the subscribers and the publishers.
 func (rt *Router) Close() error {
-	err := rt.Router.Close()
+	return errors.Join(rt.Router.Close(), rt.closeTransports())
+}
+
+// closeTransports closes the subscribers, then the publishers.
+func (rt *Router) closeTransports() error {
+	var err error
 	for _, c := range rt.closers {
 		if cerr := c.Close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("closing transport: %w", cerr))
