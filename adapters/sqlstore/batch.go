@@ -45,6 +45,20 @@ func (db *DB) runBatch(ctx context.Context, tx *sql.Tx, k batchKind, rs []*group
 	return fmt.Errorf("sqlstore: unknown batch kind %d", k)
 }
 
+// anyStrings converts a list of string arguments to the []string a PostgreSQL text[]
+// parameter takes.
+func anyStrings(xs []any) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = x.(string)
+	}
+	return out
+}
+
+// On PostgreSQL the multi-row statements take one array per column (unnest, = ANY):
+// one statement text whatever the batch size, so each is prepared once per connection
+// and its plan is reused, where a VALUES list of n rows is a new statement for each n.
+
 // placeholders returns "?,?,...,?" (n of them).
 func placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
@@ -133,7 +147,21 @@ func (db *DB) claimBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error 
 		// return them (PostgreSQL, SQLite); the others (already sent, leased elsewhere,
 		// unknown: rare) are read afterwards.
 		missing := ids
-		if db.Dialect != MySQL {
+		if db.Dialect == Postgres {
+			// One statement text whatever the batch size: prepared once per connection.
+			if err := eachRow(ctx, tx, `UPDATE herald_deliveries SET status = $1, attempts = attempts + 1, lease_owner = $2,
+			lease_until = $3, updated_at = $4 WHERE id = ANY($5::text[]) AND (status = $6 OR (status = $7 AND lease_until < $8))
+			RETURNING `+cols, []any{string(notify.StatusSending), k.owner, until, t, anyStrings(ids),
+				string(notify.StatusQueued), string(notify.StatusSending), t}, scan); err != nil {
+				return fmt.Errorf("claiming %d deliveries: %w", len(ids), err)
+			}
+			missing = nil
+			for _, id := range ids {
+				if found[id.(string)] == nil {
+					missing = append(missing, id)
+				}
+			}
+		} else if db.Dialect != MySQL {
 			if err := eachRow(ctx, tx, db.q(update+` RETURNING `+cols), args, scan); err != nil {
 				return fmt.Errorf("claiming %d deliveries: %w", len(ids), err)
 			}
@@ -147,7 +175,11 @@ func (db *DB) claimBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error 
 			return fmt.Errorf("claiming %d deliveries: %w", len(ids), err)
 		}
 		if len(missing) > 0 {
-			if err := eachRow(ctx, tx, db.q(`SELECT `+cols+` FROM herald_deliveries WHERE id IN (`+placeholders(len(missing))+`)`), missing, scan); err != nil {
+			query, qargs := db.q(`SELECT `+cols+` FROM herald_deliveries WHERE id IN (`+placeholders(len(missing))+`)`), missing
+			if db.Dialect == Postgres {
+				query, qargs = `SELECT `+cols+` FROM herald_deliveries WHERE id = ANY($1::text[])`, []any{anyStrings(missing)}
+			}
+			if err := eachRow(ctx, tx, query, qargs, scan); err != nil {
 				return fmt.Errorf("reading %d claims: %w", len(ids), err)
 			}
 		}
@@ -179,6 +211,21 @@ type sentArg struct {
 
 // sentBatch marks deliveries sent in one UPDATE (CASE per column for the per-row values).
 func (db *DB) sentBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
+	if db.Dialect == Postgres {
+		ids, prov, pmid, at := make([]string, len(rs)), make([]string, len(rs)), make([]string, len(rs)), make([]int64, len(rs))
+		for i, r := range rs {
+			a := r.arg.(sentArg)
+			ids[i], prov[i], pmid[i], at[i] = a.id, a.r.Provider, a.r.ProviderMessageID, a.at.UnixMicro()
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE herald_deliveries AS d SET status = $1, provider = v.provider,
+		provider_message_id = v.pmid, sent_at = v.at, last_error = '', lease_owner = '', lease_until = 0, updated_at = $2
+		FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[]) AS v(id, provider, pmid, at) WHERE d.id = v.id`,
+			string(notify.StatusSent), now(), ids, prov, pmid, at)
+		if err != nil {
+			return fmt.Errorf("marking %d deliveries sent: %w", len(ids), err)
+		}
+		return nil
+	}
 	var prov, pmid, at strings.Builder
 	var pa, ma, ta, ids []any
 	for _, r := range rs {
@@ -219,14 +266,29 @@ func (db *DB) sandboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) erro
 		}
 		return nil
 	}
-	args := make([]any, 0, 6*len(rs))
-	for _, r := range rs {
-		a := r.arg.(SandboxSend)
-		args = append(args, a.DeliveryID, a.Channel, a.Address, a.Subject, a.Body, a.AcceptedAt.UnixMicro())
+	var query string
+	var args []any
+	if db.Dialect == Postgres {
+		var c [5][]string
+		at := make([]int64, len(rs))
+		for i, r := range rs {
+			a := r.arg.(SandboxSend)
+			c[0], c[1], c[2] = append(c[0], a.DeliveryID), append(c[1], a.Channel), append(c[2], a.Address)
+			c[3], c[4], at[i] = append(c[3], a.Subject), append(c[4], a.Body), a.AcceptedAt.UnixMicro()
+		}
+		query = `INSERT INTO herald_sandbox_sends (delivery_id, channel, address, subject, body, accepted_at)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[]) RETURNING id, delivery_id`
+		args = []any{c[0], c[1], c[2], c[3], c[4], at}
+	} else {
+		args = make([]any, 0, 6*len(rs))
+		for _, r := range rs {
+			a := r.arg.(SandboxSend)
+			args = append(args, a.DeliveryID, a.Channel, a.Address, a.Subject, a.Body, a.AcceptedAt.UnixMicro())
+		}
+		query = db.q(insert + strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?),", len(rs)), ",") + ` RETURNING id, delivery_id`)
 	}
 	ids := map[string][]int64{}
-	err := eachRow(ctx, tx, db.q(insert+strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?),", len(rs)), ",")+
-		` RETURNING id, delivery_id`), args, func(rows *sql.Rows) error {
+	err := eachRow(ctx, tx, query, args, func(rows *sql.Rows) error {
 		var id int64
 		var d string
 		err := rows.Scan(&id, &d)
@@ -261,12 +323,26 @@ func (db *DB) inboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error 
 		args = append(args, a.recipientID, a.deliveryID, a.eventType, a.title, a.body, t)
 		ids = append(ids, a.deliveryID)
 	}
-	if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO herald_inbox (recipient_id, delivery_id, event_type, title, body, created_at) VALUES `+
-		strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?),", len(rs)), ",")+db.onConflictNothing("delivery_id")), args...); err != nil {
+	insert := db.q(`INSERT INTO herald_inbox (recipient_id, delivery_id, event_type, title, body, created_at) VALUES ` +
+		strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?),", len(rs)), ",") + db.onConflictNothing("delivery_id"))
+	sel, selArgs := db.q(`SELECT id, delivery_id FROM herald_inbox WHERE delivery_id IN (`+placeholders(len(ids))+`)`), ids
+	if db.Dialect == Postgres {
+		var c [5][]string
+		for _, r := range rs {
+			a := r.arg.(inboxArg)
+			c[0], c[1], c[2] = append(c[0], a.recipientID), append(c[1], a.deliveryID), append(c[2], a.eventType)
+			c[3], c[4] = append(c[3], a.title), append(c[4], a.body)
+		}
+		insert = `INSERT INTO herald_inbox (recipient_id, delivery_id, event_type, title, body, created_at)
+			SELECT *, $6::bigint FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])` + db.onConflictNothing("delivery_id")
+		args = []any{c[0], c[1], c[2], c[3], c[4], t}
+		sel, selArgs = `SELECT id, delivery_id FROM herald_inbox WHERE delivery_id = ANY($1::text[])`, []any{c[1]}
+	}
+	if _, err := tx.ExecContext(ctx, insert, args...); err != nil {
 		return fmt.Errorf("adding %d inbox messages: %w", len(rs), err)
 	}
 	found := map[string]int64{}
-	err := eachRow(ctx, tx, db.q(`SELECT id, delivery_id FROM herald_inbox WHERE delivery_id IN (`+placeholders(len(ids))+`)`), ids,
+	err := eachRow(ctx, tx, sel, selArgs,
 		func(rows *sql.Rows) error {
 			var id int64
 			var d string

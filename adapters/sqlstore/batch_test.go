@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/internal/testdb"
 	"github.com/heraldhq/herald/notify"
 )
 
@@ -139,4 +140,28 @@ func TestConcurrentRecipientReadsGetTheirOwn(t *testing.T) {
 		}
 		wg.Wait()
 	})
+}
+
+// TestPostgresBatchStatementsArePreparedOnce: on PostgreSQL a batched write is one
+// statement text whatever its number of rows, so a connection prepares (parses) it
+// once and reuses it, instead of preparing a new statement for each batch size.
+func TestPostgresBatchStatementsArePreparedOnce(t *testing.T) {
+	t.Parallel()
+	db, err := sqlstore.Open(context.Background(), testdb.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if err := db.Migrate(context.Background(), []string{"sms"}); err != nil {
+		t.Fatal(err)
+	}
+	counts, err := sqlstore.BatchStatements(context.Background(), db, []int{1, 2, 7, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range counts[1:] {
+		if c != counts[0] {
+			t.Fatalf("prepared statements after batches of 1, 2, 7, 3 rows: %v; batch %d prepared new ones", counts, i+2)
+		}
+	}
 }

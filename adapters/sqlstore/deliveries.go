@@ -33,11 +33,27 @@ func (s *Deliveries) InsertQueued(ctx context.Context, tx Execer, ds []notify.De
 	if len(ds) == 0 {
 		return nil
 	}
+	t := now()
+	if s.db.Dialect == Postgres { // one statement text for any count (batch.go)
+		var c [8][]string
+		occ := make([]int64, len(ds))
+		for i, d := range ds {
+			c[0], c[1], c[2], c[3] = append(c[0], d.ID), append(c[1], d.EventID), append(c[2], d.EventType), append(c[3], string(d.Channel))
+			c[4], c[5], c[6], c[7] = append(c[4], string(d.Lane)), append(c[5], d.RecipientID), append(c[6], string(d.Address)), append(c[7], d.FallbackOf)
+			occ[i] = d.OccurredAt.UnixMicro()
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO herald_deliveries (id, event_id, event_type, channel, lane, recipient_id, address,
+		fallback_of, occurred_at, status, created_at, updated_at) SELECT *, $10, $11::bigint, $11::bigint FROM unnest($1::text[],
+		$2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[])`+s.db.onConflictNothing("id"),
+			c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], occ, string(notify.StatusQueued), t); err != nil {
+			return fmt.Errorf("inserting deliveries: %w", err)
+		}
+		return nil
+	}
 	var b strings.Builder
 	b.WriteString(`INSERT INTO herald_deliveries (id, event_id, event_type, channel, lane, recipient_id, address,
 		status, occurred_at, created_at, updated_at, fallback_of) VALUES `)
 	args := make([]any, 0, len(ds)*12)
-	t := now()
 	for i, d := range ds {
 		if i > 0 {
 			b.WriteByte(',')

@@ -1,8 +1,70 @@
 package sqlstore
 
-import "context"
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/heraldhq/herald/notify"
+)
 
 // LeaseKey is the advisory lock key of a consumer group on a PostgreSQL topic (for tests).
 func LeaseKey(ctx context.Context, db *DB, group, topic string) (int64, error) {
 	return leaseKey(ctx, db.W, offsetsTableOf(db.OffsetsAdapter(), topic), group)
+}
+
+// BatchStatements runs each batched write (fan-out records and topic rows, claims,
+// sandbox and inbox records, sent) once per size in sizes, all in one transaction, and
+// returns the number of statements that transaction's PostgreSQL connection has
+// prepared after each size (for tests).
+func BatchStatements(ctx context.Context, db *DB, sizes []int) ([]int, error) {
+	tx, err := db.W.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = tx.Rollback() }()
+	var counts []int
+	for _, n := range sizes {
+		reqs := func(arg func(i int) any) []*groupReq {
+			rs := make([]*groupReq, n)
+			for i := range rs {
+				rs[i] = &groupReq{arg: arg(i)}
+			}
+			return rs
+		}
+		id := func(i int) string { return fmt.Sprintf("bs-%d-%d", n, i) }
+		topic := DeliveryTopic("sms", notify.LaneNormal)
+		steps := []struct {
+			kind batchKind
+			arg  func(i int) any
+		}{
+			{batchFanOut, func(i int) any {
+				return fanOutArg{n: Notification{ID: id(i), Type: "x", Status: "fanned_out", OccurredAt: time.Now()},
+					ds: []notify.Delivery{{ID: id(i), EventID: id(i), EventType: "x", Channel: notify.ChannelSMS,
+						Lane: notify.LaneNormal, Address: "+8613800138000", OccurredAt: time.Now()}},
+					msgs: map[string][]*message.Message{topic: {message.NewMessage(id(i), []byte("{}"))}}}
+			}},
+			{batchClaim, func(i int) any { return claimArg{id: id(i), owner: "o", lease: time.Minute} }},
+			{batchSandbox, func(i int) any {
+				return SandboxSend{DeliveryID: id(i), Channel: "sms", Address: "x", AcceptedAt: time.Now()}
+			}},
+			{batchInbox, func(i int) any {
+				return inboxArg{recipientID: "r", deliveryID: id(i), eventType: "x", title: "t", body: "b"}
+			}},
+			{batchSent, func(i int) any { return sentArg{id: id(i), r: notify.Receipt{Provider: "p"}, at: time.Now()} }},
+		}
+		for _, s := range steps {
+			if err := db.runBatch(ctx, tx, s.kind, reqs(s.arg)); err != nil {
+				return nil, err
+			}
+		}
+		var c int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pg_prepared_statements`).Scan(&c); err != nil {
+			return nil, err
+		}
+		counts = append(counts, c)
+	}
+	return counts, nil
 }

@@ -246,8 +246,23 @@ func (s *Notifications) Record(ctx context.Context, tx Execer, rs []Notification
 	if len(rs) == 0 {
 		return nil
 	}
-	args := make([]any, 0, 8*len(rs))
 	t := now()
+	if s.db.Dialect == Postgres { // one statement text for any count (batch.go)
+		var c [5][]string
+		n, occ := make([]int64, len(rs)), make([]int64, len(rs))
+		for i, r := range rs {
+			c[0], c[1], c[2], c[3], c[4] = append(c[0], r.ID), append(c[1], r.Type), append(c[2], r.CustomerID), append(c[3], r.Status), append(c[4], r.Reason)
+			n[i], occ[i] = int64(r.Deliveries), r.OccurredAt.UnixMicro()
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO herald_notifications (id, type, customer_id, status, reason, deliveries,
+		occurred_at, created_at) SELECT *, $8::bigint FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+		$6::int[], $7::bigint[])`+s.db.onConflictNothing("id"), c[0], c[1], c[2], c[3], c[4], n, occ, t)
+		if err != nil {
+			return fmt.Errorf("recording %d notifications: %w", len(rs), err)
+		}
+		return nil
+	}
+	args := make([]any, 0, 8*len(rs))
 	for _, r := range rs {
 		args = append(args, r.ID, r.Type, r.CustomerID, r.Status, r.Reason, r.Deliveries, r.OccurredAt.UnixMicro(), t)
 	}

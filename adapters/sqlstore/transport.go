@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -144,6 +145,30 @@ func (s PostgresSchema) SchemaInitializingQueries(p wsql.SchemaInitializingQueri
 			PRIMARY KEY ("transaction_id", "offset")
 		)`},
 	}, nil
+}
+
+// InsertQuery inserts messages in one statement whose text does not depend on their
+// number (one array per column; batch.go), in the order given: offsets follow it.
+func (s PostgresSchema) InsertQuery(p wsql.InsertQueryParams) (wsql.Query, error) {
+	uuids, payloads, metadata := make([]string, len(p.Msgs)), make([][]byte, len(p.Msgs)), make([]string, len(p.Msgs))
+	for i, m := range p.Msgs {
+		md, err := json.Marshal(m.Metadata)
+		if err != nil {
+			return wsql.Query{}, fmt.Errorf("could not marshal metadata into JSON for message %s: %w", m.UUID, err)
+		}
+		uuids[i], payloads[i], metadata[i] = m.UUID, m.Payload, string(md)
+	}
+	var ps any = payloads
+	if s.PayloadColumnType(p.Topic) != "BYTEA" { // JSON: text
+		strs := make([]string, len(payloads))
+		for i, b := range payloads {
+			strs[i] = string(b)
+		}
+		ps = strs
+	}
+	return wsql.Query{Query: `INSERT INTO ` + s.MessagesTable(p.Topic) + ` (uuid, payload, metadata, transaction_id)
+		SELECT u, p, m, pg_current_xact_id() FROM unnest($1::varchar[], $2::` + s.PayloadColumnType(p.Topic) + `[], $3::json[])
+		WITH ORDINALITY AS v(u, p, m, n) ORDER BY n`, Args: []any{uuids, ps, metadata}}, nil
 }
 
 // RequiresTransaction reports that the schema is created in a transaction, under the lock.
