@@ -61,7 +61,8 @@ type DB struct {
 // Accepted: sqlite://relative/path.db, sqlite:///absolute/path.db (sqlite::memory: is
 // refused: each connection would see its own database), postgres://user:pass@host:5432/db?sslmode=disable
 // (postgresql:// too; parameters are passed to the server, e.g. search_path) and
-// mysql://user:pass@host:3306/db (MySQL or MariaDB; parameters go to the driver).
+// mysql://user:pass@host:3306/db (MySQL or MariaDB; parameters go to the driver, whose
+// interpolateParams Herald turns on).
 func ParseURL(raw string) (Dialect, string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -97,6 +98,11 @@ func ParseURL(raw string) (Dialect, string, error) {
 			cfg.Params[k] = v[0]
 		}
 		cfg.MultiStatements = false
+		// The driver puts the arguments into the statement text (escaped for the
+		// connection's character set and SQL mode): one round trip per statement,
+		// where a server-side prepare, execute and close takes three. A URL parameter
+		// interpolateParams=false turns it off (later parameters win).
+		cfg.InterpolateParams = true
 		cfg.ParseTime = false
 		return MySQL, cfg.FormatDSN(), nil
 	case "":
