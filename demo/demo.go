@@ -170,7 +170,7 @@ func Run(ctx context.Context, svc *service.Service, cfg Config) (Summary, error)
 	if err != nil {
 		return Summary{}, err
 	}
-	lat, err := loadgen.ReadLatencies(ctx, svc.DB, prefix)
+	lat, err := loadgen.ReadLatencies(ctx, svc.DB, prefix, time.Time{})
 	if err != nil {
 		return Summary{}, err
 	}

@@ -370,9 +370,13 @@ func (s *Deliveries) Summarize(ctx context.Context, prefix string, full bool) (S
 // Latencies calls fn with sent_at - occurred_at, in microseconds, of every sent
 // delivery of the events whose id starts with prefix, streaming the rows: a million
 // events' deliveries are never held in memory at once.
-func (s *Deliveries) Latencies(ctx context.Context, prefix string, fn func(us int64)) error {
+func (s *Deliveries) Latencies(ctx context.Context, prefix string, since time.Time, fn func(us int64)) error {
+	from := int64(0)
+	if !since.IsZero() {
+		from = since.UnixMicro()
+	}
 	rows, err := s.db.R.QueryContext(ctx, s.db.q(`SELECT sent_at - occurred_at FROM herald_deliveries
-		WHERE event_id LIKE ? ESCAPE '!' AND sent_at IS NOT NULL`), likePrefix(prefix))
+		WHERE event_id LIKE ? ESCAPE '!' AND sent_at IS NOT NULL AND occurred_at >= ?`), likePrefix(prefix), from)
 	if err != nil {
 		return fmt.Errorf("reading latencies: %w", err)
 	}

@@ -2,7 +2,9 @@ package sqlstore_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -151,4 +153,45 @@ func quote(db *sqlstore.DB, table string) string {
 		return "`" + table + "`"
 	}
 	return `"` + table + `"`
+}
+
+// TestLatenciesSince: the latencies of sent deliveries (sent_at - occurred_at), those
+// of events that occurred before since left out (loadgen's warm-up).
+func TestLatenciesSince(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+		var ds []notify.Delivery
+		for i, occ := range []time.Time{t0, t0.Add(10 * time.Second), t0.Add(20 * time.Second), t0.Add(30 * time.Second)} {
+			ds = append(ds, notify.Delivery{ID: fmt.Sprintf("ls-%d", i), EventID: fmt.Sprintf("lat-%d", i), EventType: "x",
+				Channel: notify.ChannelSMS, Lane: notify.LaneNormal, Address: "+8613800138000", OccurredAt: occ})
+		}
+		if err := db.Deliveries().InsertQueued(ctx, db.W, ds); err != nil {
+			t.Fatal(err)
+		}
+		for i, d := range ds[:3] { // the last one is never sent
+			if err := db.Deliveries().MarkSent(ctx, d.ID, notify.Receipt{Provider: "p"}, d.OccurredAt.Add(time.Duration(i+1)*time.Millisecond)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, c := range []struct {
+			since time.Time
+			want  string
+		}{
+			{time.Time{}, "[1000 2000 3000]"},
+			{t0.Add(10 * time.Second), "[2000 3000]"},
+			{t0.Add(10*time.Second + time.Microsecond), "[3000]"},
+			{t0.Add(25 * time.Second), "[]"},
+		} {
+			var got []int64
+			if err := db.Deliveries().Latencies(ctx, "lat-", c.since, func(us int64) { got = append(got, us) }); err != nil {
+				t.Fatal(err)
+			}
+			sort.Slice(got, func(i, j int) bool { return got[i] < got[j] })
+			if fmt.Sprint(got) != c.want {
+				t.Fatalf("since %v: latencies %v µs, want %s", c.since, got, c.want)
+			}
+		}
+	})
 }

@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
@@ -28,10 +29,10 @@ func RecordLatency(h *hdrhistogram.Histogram, us int64) {
 }
 
 // ReadLatencies streams the latencies of the deliveries of events whose id starts with
-// prefix into a new histogram.
-func ReadLatencies(ctx context.Context, db *sqlstore.DB, prefix string) (*hdrhistogram.Histogram, error) {
+// prefix, and that occurred at or after since (zero: all), into a new histogram.
+func ReadLatencies(ctx context.Context, db *sqlstore.DB, prefix string, since time.Time) (*hdrhistogram.Histogram, error) {
 	h := NewLatencies()
-	err := db.Deliveries().Latencies(ctx, prefix, func(us int64) { RecordLatency(h, us) })
+	err := db.Deliveries().Latencies(ctx, prefix, since, func(us int64) { RecordLatency(h, us) })
 	return h, err
 }
 

@@ -48,6 +48,9 @@ type Config struct {
 	// BaselineFor is how long the insert baseline runs. Default 3s; negative skips
 	// both baselines.
 	BaselineFor time.Duration
+	// Warmup: the events committed in the first Warmup of the run are delivered and
+	// checked (lost, duplicates) but left out of the latency percentiles. Default 0.
+	Warmup time.Duration
 	// Progress is told how many deliveries have ended of how many expected.
 	Progress func(done, total int)
 }
@@ -68,11 +71,13 @@ type Baseline struct {
 
 // Result is the summary (`--json`).
 type Result struct {
-	Events                 int      `json:"events"`
-	Deliveries             int      `json:"deliveries"`
-	EventsPerSecond        float64  `json:"events_per_second"`
-	DeliveriesPerSecond    float64  `json:"deliveries_per_second"`
-	LatencyMs              Latency  `json:"latency_ms"`
+	Events              int     `json:"events"`
+	Deliveries          int     `json:"deliveries"`
+	EventsPerSecond     float64 `json:"events_per_second"`
+	DeliveriesPerSecond float64 `json:"deliveries_per_second"`
+	LatencyMs           Latency `json:"latency_ms"`
+	// WarmupS is Config.Warmup in seconds, when set.
+	WarmupS                *float64 `json:"warmup_s,omitempty"`
 	Baseline               Baseline `json:"baseline"`
 	RatioEventsToInsert    float64  `json:"ratio_events_to_insert_commit"`
 	RatioEventsToDrain     float64  `json:"ratio_events_to_drain"`
@@ -240,8 +245,17 @@ func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Res
 	res.Lost = (events - notified) + (sum.Total - ended(sum))
 	res.EventsPerSecond = round(float64(events)/elapsed.Seconds(), 1)
 	res.DeliveriesPerSecond = round(float64(sum.Total)/elapsed.Seconds(), 1)
-	if res.Latencies, err = ReadLatencies(ctx, db, prefix); err != nil {
+	var since time.Time
+	if cfg.Warmup > 0 {
+		since = start.Add(cfg.Warmup)
+		w := cfg.Warmup.Seconds()
+		res.WarmupS = &w
+	}
+	if res.Latencies, err = ReadLatencies(ctx, db, prefix, since); err != nil {
 		return res, err
+	}
+	if cfg.Warmup > 0 && res.Latencies.TotalCount() == 0 && sum.Total > 0 {
+		return res, fmt.Errorf("every event was committed within the warm-up of %s: no latency to report (shorten --warmup or run longer)", cfg.Warmup)
 	}
 	res.LatencyMs = Percentiles(res.Latencies)
 	if res.Baseline.InsertCommitPerSecond > 0 {

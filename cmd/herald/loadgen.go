@@ -32,6 +32,7 @@ type loadgenCmd struct {
 	Mix           string        `help:"Event types and their weights, e.g. transaction.posted=90,otp.requested=5,balance.low=5 (also transaction.declined, security.login)." default:"transaction.posted=1"`
 	Timeout       time.Duration `help:"How long Herald may take to finish after the last commit." default:"2m"`
 	NoBaseline    bool          `name:"no-baseline" help:"Skip the database baselines."`
+	Warmup        time.Duration `help:"Leave the events committed in the first DUR out of the latency percentiles (still checked for lost and duplicates): Herald opens connections and prepares statements in its first second."`
 	Target        string        `help:"URL of a Herald already running on the same database (else one runs in this process)."`
 	JSON          bool          `name:"json" help:"Print exactly one JSON object on stdout."`
 	Report        string        `help:"Write a self-contained HTML report to this file."`
@@ -95,7 +96,10 @@ func (c *loadgenCmd) Run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cfg := loadgen.Config{Writers: c.Writers, Events: c.Events, Duration: c.Duration, Backlog: c.Backlog,
-		Customers: c.Customers, Timeout: c.Timeout}
+		Customers: c.Customers, Timeout: c.Timeout, Warmup: c.Warmup}
+	if c.Warmup < 0 || (c.Events == 0 && c.Warmup >= c.Duration) {
+		return fmt.Errorf("--warmup %s must be at least 0 and shorter than --duration %s", c.Warmup, c.Duration)
+	}
 	if c.Events > 0 {
 		cfg.Duration = 0
 	}

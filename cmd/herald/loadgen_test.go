@@ -16,7 +16,7 @@ func TestLoadgenBinary(t *testing.T) {
 	dir := t.TempDir()
 	report := filepath.Join(dir, "report.html")
 	cmd := exec.Command(bin, "loadgen", "--db", "sqlite://"+filepath.Join(dir, "lg.db"), "--events", "300", "--backlog", "200",
-		"--writers", "4", "--customers", "50", "--json", "--report", report)
+		"--writers", "4", "--customers", "50", "--json", "--report", report, "--warmup", "1ms")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -29,14 +29,15 @@ func TestLoadgenBinary(t *testing.T) {
 	}
 	t.Logf("%s", out)
 	for _, k := range []string{"events_per_second", "deliveries_per_second", "latency_ms", "baseline", "ratio_events_to_insert_commit",
-		"ratio_events_to_drain", "backlog_events_per_second", "ratio_backlog_to_drain", "rss_mb_max"} {
+		"ratio_events_to_drain", "backlog_events_per_second", "ratio_backlog_to_drain", "rss_mb_max", "warmup_s"} {
 		if _, ok := res[k]; !ok {
 			t.Fatalf("summary lacks %s: %s", k, out)
 		}
 	}
 	base := res["baseline"].(map[string]any)
 	if res["events"].(float64) != 300 || res["deliveries"].(float64) != 900 || res["lost"].(float64) != 0 ||
-		res["duplicates"].(float64) != 0 || base["insert_commit_per_second"].(float64) <= 0 || base["drain_rows_per_second"].(float64) <= 0 {
+		res["duplicates"].(float64) != 0 || base["insert_commit_per_second"].(float64) <= 0 || base["drain_rows_per_second"].(float64) <= 0 ||
+		res["warmup_s"].(float64) != 0.001 || res["latency_ms"].(map[string]any)["p50"].(float64) <= 0 {
 		t.Fatalf("summary: %s", out)
 	}
 	html, err := os.ReadFile(report)
@@ -81,5 +82,9 @@ func TestLoadgenMix(t *testing.T) {
 	bad := exec.Command(bin, "loadgen", "--db", "sqlite://"+filepath.Join(dir, "bad.db"), "--events", "1", "--mix", "card.swallowed=1")
 	if msg, err := bad.CombinedOutput(); err == nil || !strings.Contains(string(msg), "unknown event type") {
 		t.Fatalf("an unknown type in --mix: %v\n%s", err, msg)
+	}
+	bad = exec.Command(bin, "loadgen", "--db", "sqlite://"+filepath.Join(dir, "bad.db"), "--duration", "2s", "--warmup", "2s")
+	if msg, err := bad.CombinedOutput(); err == nil || !strings.Contains(string(msg), "--warmup 2s must be at least 0 and shorter than --duration 2s") {
+		t.Fatalf("a warm-up as long as the run: %v\n%s", err, msg)
 	}
 }
