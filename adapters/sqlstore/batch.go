@@ -313,7 +313,9 @@ type inboxArg struct {
 }
 
 // inboxBatch adds inbox messages in one INSERT (a delivery already there is kept) and
-// reads their ids in one SELECT.
+// returns their ids: from the INSERT itself where the database can (RETURNING on
+// PostgreSQL and SQLite), then from one SELECT for the ones it did not insert (already
+// there: rare) or, on MySQL, for all.
 func (db *DB) inboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
 	args := make([]any, 0, 6*len(rs))
 	ids := make([]any, 0, len(rs))
@@ -325,7 +327,6 @@ func (db *DB) inboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error 
 	}
 	insert := db.q(`INSERT INTO herald_inbox (recipient_id, delivery_id, event_type, title, body, created_at) VALUES ` +
 		strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?),", len(rs)), ",") + db.onConflictNothing("delivery_id"))
-	sel, selArgs := db.q(`SELECT id, delivery_id FROM herald_inbox WHERE delivery_id IN (`+placeholders(len(ids))+`)`), ids
 	if db.Dialect == Postgres {
 		var c [5][]string
 		for _, r := range rs {
@@ -336,22 +337,39 @@ func (db *DB) inboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error 
 		insert = `INSERT INTO herald_inbox (recipient_id, delivery_id, event_type, title, body, created_at)
 			SELECT *, $6::bigint FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])` + db.onConflictNothing("delivery_id")
 		args = []any{c[0], c[1], c[2], c[3], c[4], t}
-		sel, selArgs = `SELECT id, delivery_id FROM herald_inbox WHERE delivery_id = ANY($1::text[])`, []any{c[1]}
-	}
-	if _, err := tx.ExecContext(ctx, insert, args...); err != nil {
-		return fmt.Errorf("adding %d inbox messages: %w", len(rs), err)
 	}
 	found := map[string]int64{}
-	err := eachRow(ctx, tx, sel, selArgs,
-		func(rows *sql.Rows) error {
-			var id int64
-			var d string
-			err := rows.Scan(&id, &d)
-			found[d] = id
-			return err
-		})
-	if err != nil {
-		return fmt.Errorf("reading inbox message ids: %w", err)
+	scan := func(rows *sql.Rows) error {
+		var id int64
+		var d string
+		err := rows.Scan(&id, &d)
+		found[d] = id
+		return err
+	}
+	missing := ids
+	if db.Dialect == MySQL {
+		if _, err := tx.ExecContext(ctx, insert, args...); err != nil {
+			return fmt.Errorf("adding %d inbox messages: %w", len(rs), err)
+		}
+	} else {
+		if err := eachRow(ctx, tx, insert+` RETURNING id, delivery_id`, args, scan); err != nil {
+			return fmt.Errorf("adding %d inbox messages: %w", len(rs), err)
+		}
+		missing = nil
+		for _, id := range ids {
+			if _, ok := found[id.(string)]; !ok {
+				missing = append(missing, id)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		sel, selArgs := db.q(`SELECT id, delivery_id FROM herald_inbox WHERE delivery_id IN (`+placeholders(len(missing))+`)`), missing
+		if db.Dialect == Postgres {
+			sel, selArgs = `SELECT id, delivery_id FROM herald_inbox WHERE delivery_id = ANY($1::text[])`, []any{anyStrings(missing)}
+		}
+		if err := eachRow(ctx, tx, sel, selArgs, scan); err != nil {
+			return fmt.Errorf("reading inbox message ids: %w", err)
+		}
 	}
 	for _, r := range rs {
 		id, ok := found[r.arg.(inboxArg).deliveryID]

@@ -97,6 +97,29 @@ func TestBatchedWritesKeepEachCallersResult(t *testing.T) {
 				t.Fatalf("delivery %s: status %s, provider id %q, sent at %v, attempts %d", d.ID, g.Status, g.ProviderMessageID, g.SentAt, g.Attempts)
 			}
 		}
+		// A redelivered inbox message (each twice at once, with new ones in the same
+		// batches) gets the message already there, not a second one.
+		for i := 0; i < 3*n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if i >= 2*n {
+					if _, err := db.Inbox().Add(ctx, "r1", fmt.Sprintf("new-%d", i), "x", "t", "b"); err != nil {
+						t.Error(err)
+					}
+					return
+				}
+				id, err := db.Inbox().Add(ctx, "r1", ds[i%n].ID, "x", "t", "again")
+				if err != nil || id != inbox[i%n] {
+					t.Errorf("inbox message of %s added again: id %d, %v; want %d", ds[i%n].ID, id, err, inbox[i%n])
+				}
+			}()
+		}
+		wg.Wait()
+		var msgs int
+		if err := db.R.QueryRow(`SELECT COUNT(*) FROM herald_inbox`).Scan(&msgs); err != nil || msgs != 2*n {
+			t.Fatalf("%d inbox messages (%v), want %d", msgs, err, 2*n)
+		}
 	})
 }
 
