@@ -47,7 +47,8 @@ type Config struct {
 	PollInterval   time.Duration `name:"poll-interval" env:"HERALD_POLL_INTERVAL" default:"10ms" help:"How long an idle SQL subscriber waits before polling again."`
 	BatchSize      int           `name:"batch-size" env:"HERALD_BATCH_SIZE" default:"250" help:"Rows one SQL subscriber query reads."`
 	Concurrency    int           `name:"concurrency" env:"HERALD_CONCURRENCY" default:"250" help:"Messages of one SQL topic (Kafka: of one partition) handled at once (one at a time per account or recipient); their writes are committed together. 1 handles one message at a time."`
-	RetainConsumed time.Duration `name:"retain-consumed" env:"HERALD_RETAIN_CONSUMED" default:"1h" help:"SQL topic rows (the outbox included) that every consumer group has consumed are deleted once older than this, checked every minute (every retain-consumed when shorter, at least every second); 0 keeps them. Notifications and deliveries are not affected."`
+	RetainConsumed time.Duration `name:"retain-consumed" env:"HERALD_RETAIN_CONSUMED" default:"1h" help:"SQL topic rows (the outbox included) that every consumer group has consumed are deleted once older than this, checked every minute (every retain-consumed when shorter, at least every second); 0 keeps them. Notifications and deliveries are not affected (see retain-records)."`
+	RetainRecords  time.Duration `name:"retain-records" env:"HERALD_RETAIN_RECORDS" default:"0" help:"Notification records whose deliveries have all ended (notification, deliveries, sandbox sends) and send-API idempotency keys are deleted once older than this, e.g. 2160h for 90 days; 0 (the default) keeps them. At least 24h: an event committed again after its records are gone is delivered again. In-app inbox and poisoned messages are kept."`
 	MaxRetries     int           `name:"max-retries" env:"HERALD_MAX_RETRIES" default:"2" help:"Quick in-process retries of a transient failure before the message is parked in the persistent requeue (deliveries) or redelivered (events)."`
 
 	SendTimeout      time.Duration `name:"send-timeout" env:"HERALD_SEND_TIMEOUT" default:"30s" help:"Longest provider call; a delivery's lease lasts twice as long (a crashed instance's deliveries wait that long)."`
@@ -196,6 +197,11 @@ func (c Config) Validate() error {
 	}
 	if c.Concurrency < 1 || c.Concurrency > 10000 {
 		bad("concurrency", "HERALD_CONCURRENCY", "must be from 1 to 10000")
+	}
+	if c.RetainRecords != 0 && c.RetainRecords < 24*time.Hour {
+		bad("retain-records", "HERALD_RETAIN_RECORDS", "must be 0 (keep every record) or at least 24h: an event committed again after its records are pruned is delivered again")
+	} else if c.RetainRecords > 0 && (c.RetainConsumed <= 0 || c.RetainConsumed > c.RetainRecords) {
+		bad("retain-consumed", "HERALD_RETAIN_CONSUMED", "must be set and not longer than retain-records: a consumed outbox row that outlives its event's records shows the event as pending")
 	}
 	if c.RetainConsumed < 0 {
 		bad("retain-consumed", "HERALD_RETAIN_CONSUMED", "must not be negative (0 keeps every row)")

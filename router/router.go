@@ -72,8 +72,12 @@ type Config struct {
 	// has consumed is deleted once it is older than this, checked every PruneEvery.
 	// 0 keeps every row.
 	RetainConsumed time.Duration
-	// PruneEvery is how often consumed rows are pruned. Default RetainConsumed, within
-	// 1s..1m.
+	// RetainRecords: the records of a notification whose deliveries have all ended
+	// (notification, deliveries, sandbox sends) and idempotency keys are deleted once
+	// older than this (sqlstore.DB.PruneRecords). 0 keeps them.
+	RetainRecords time.Duration
+	// PruneEvery is how often consumed rows and records are pruned. Default the shorter
+	// retention, within 1s..1m.
 	PruneEvery time.Duration
 }
 
@@ -124,6 +128,7 @@ type Router struct {
 	// retain are pruned every pruneEvery.
 	sqlTopics          []string
 	retain, pruneEvery time.Duration
+	retainRecords      time.Duration
 	metrics            *metrics.Set
 }
 
@@ -166,7 +171,7 @@ func New(cfg Config, logger *slog.Logger) (_ *Router, err error) {
 	rt := &Router{Router: r, db: cfg.DB, closers: []interface{ Close() error }{sqlSub}, log: logger,
 		requeuePoll: cfg.Delivery.RequeuePoll,
 		requeued:    cfg.Metrics.GetOrCreateCounter(`herald_requeue_moved_total`),
-		retain:      cfg.RetainConsumed, pruneEvery: cfg.PruneEvery, metrics: cfg.Metrics}
+		retain:      cfg.RetainConsumed, pruneEvery: cfg.PruneEvery, metrics: cfg.Metrics, retainRecords: cfg.RetainRecords}
 	defer func() {
 		if err != nil { // what New opened so far (subscribers, the Kafka client) is closed
 			err = errors.Join(err, rt.closeTransports())
@@ -176,7 +181,11 @@ func New(cfg Config, logger *slog.Logger) (_ *Router, err error) {
 		rt.requeuePoll = 200 * time.Millisecond
 	}
 	if rt.pruneEvery <= 0 {
-		rt.pruneEvery = min(max(rt.retain, time.Second), time.Minute)
+		shortest := rt.retain
+		if rt.retainRecords > 0 && (shortest <= 0 || rt.retainRecords < shortest) {
+			shortest = rt.retainRecords
+		}
+		rt.pruneEvery = min(max(shortest, time.Second), time.Minute)
 	}
 	var sub message.Subscriber = sqlSub
 	var fanStore handlers.FanOutStore = cfg.DB
@@ -378,7 +387,7 @@ func (rt *Router) Run(ctx context.Context) error {
 			return
 		}
 		var wg sync.WaitGroup
-		if rt.retain > 0 {
+		if rt.retain > 0 || rt.retainRecords > 0 {
 			wg.Go(func() { rt.runPruner(ctx) })
 		}
 		rt.runRequeuer(ctx)
@@ -424,12 +433,26 @@ func (rt *Router) runRequeuer(ctx context.Context) {
 }
 
 // runPruner deletes the consumed rows of the router's SQL topics that are older than
-// rt.retain, every rt.pruneEvery (the first time at start-up).
+// rt.retain and the ended records older than rt.retainRecords, every rt.pruneEvery (the
+// first time at start-up).
 func (rt *Router) runPruner(ctx context.Context) {
 	t := time.NewTicker(rt.pruneEvery)
 	defer t.Stop()
 	for {
+		if rt.retainRecords > 0 {
+			p, err := rt.db.PruneRecords(ctx, rt.retainRecords)
+			if err != nil && ctx.Err() == nil {
+				rt.log.Warn("pruning records failed, will retry", "error", err)
+			}
+			for table, n := range map[string]int64{"herald_notifications": p.Notifications, "herald_deliveries": p.Deliveries,
+				"herald_sandbox_sends": p.SandboxSends, "herald_idempotency_keys": p.IdempotencyKeys} {
+				rt.metrics.GetOrCreateCounter(`herald_pruned_records_total{table="` + table + `"}`).Add(int(n))
+			}
+		}
 		for _, topic := range rt.sqlTopics {
+			if rt.retain <= 0 {
+				break
+			}
 			n, err := rt.db.PruneConsumed(ctx, topic, rt.retain)
 			if err != nil && ctx.Err() == nil {
 				rt.log.Warn("pruning consumed rows failed, will retry", "topic", topic, "error", err)

@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -61,4 +62,66 @@ func topicRows(t *testing.T, svc *service.Service, topic string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestEndedRecordsArePruned runs Herald with a record retention of a day (the least
+// allowed) on records made two days old: once every delivery of an event has ended, its
+// notification, deliveries and sandbox sends go; the customer's inbox messages stay, and
+// later events are delivered as before.
+func TestEndedRecordsArePruned(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := testConfig(b.url(t))
+			cfg.RetainConsumed, cfg.RetainRecords = time.Nanosecond, 24*time.Hour // pruned every second
+			svc := startWith(t, cfg)
+			putRecipient(t, svc, notify.Recipient{ID: "cust-r", Locale: "en",
+				Contacts: notify.Contacts{Phone: "+8613800138000", Email: "r@example.com"}})
+			ctx := context.Background()
+			count := func(query string, args ...any) int {
+				var n int
+				if err := svc.DB.R.QueryRowContext(ctx, svc.DB.Rebind(query), args...).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			commit(t, svc, false, posted("rec-1", "cust-r", "1.00"), posted("rec-2", "cust-r", "2.00"))
+			for _, id := range []string{"rec-1", "rec-2"} {
+				if got := channelsOf(terminal(t, svc, id)); got != "email:sent,inapp:sent,sms:sent" {
+					t.Fatalf("%s: %s", id, got)
+				}
+			}
+			if n := count(`SELECT COUNT(*) FROM herald_notifications WHERE id LIKE ?`, "rec-%"); n != 2 {
+				t.Fatalf("%d notifications pruned before they were a day old", 2-n)
+			}
+			day := (48 * time.Hour).Microseconds()
+			for _, q := range []string{`UPDATE herald_notifications SET created_at = created_at - ? WHERE id LIKE ?`,
+				`UPDATE herald_deliveries SET created_at = created_at - ? WHERE event_id LIKE ?`} {
+				if _, err := svc.DB.W.ExecContext(ctx, svc.DB.Rebind(q), day, "rec-%"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitFor(t, "the records of delivered events to be pruned", func() bool {
+				return count(`SELECT COUNT(*) FROM herald_notifications WHERE id LIKE ?`, "rec-%") == 0 &&
+					count(`SELECT COUNT(*) FROM herald_deliveries WHERE event_id LIKE ?`, "rec-%") == 0
+			})
+			if n := count(`SELECT COUNT(*) FROM herald_sandbox_sends WHERE address IN (?, ?)`, "+8613800138000", "r@example.com"); n != 0 {
+				t.Fatalf("%d sandbox sends left", n)
+			}
+			if n := count(`SELECT COUNT(*) FROM herald_inbox WHERE recipient_id = ?`, "cust-r"); n != 2 {
+				t.Fatalf("%d inbox messages, want both kept", n)
+			}
+			// Unknown once its consumed outbox row is pruned too (retain-consumed is never
+			// longer than retain-records).
+			waitFor(t, "a pruned event to be unknown", func() bool {
+				_, err := svc.DB.Notifications().Get(ctx, "rec-1")
+				return errors.Is(err, sqlstore.ErrNotFound)
+			})
+			commit(t, svc, false, posted("rec-3", "cust-r", "3.00"))
+			if got := channelsOf(terminal(t, svc, "rec-3")); got != "email:sent,inapp:sent,sms:sent" {
+				t.Fatalf("after pruning: %s", got)
+			}
+		})
+	}
 }

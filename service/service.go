@@ -132,6 +132,7 @@ func (s *Service) assemble(ctx context.Context) error {
 		Kafka:          cfg.Kafka(),
 		Delivery:       delivery,
 		RetainConsumed: cfg.RetainConsumed,
+		RetainRecords:  cfg.RetainRecords,
 	}, s.log)
 	if err != nil {
 		return err

@@ -261,26 +261,32 @@ func (db *DB) Migrate(ctx context.Context, channels []string) error {
 	}
 	// GET /v1/notifications/{id} looks events up by id while they wait in the outbox.
 	for _, t := range []string{EventsTopic, CriticalEventsTopic} {
-		if err := db.indexOutbox(ctx, TopicTable(t)); err != nil {
+		if err := db.ensureIndex(ctx, TopicTable(t), TopicTable(t)+"_uuid", "uuid"); err != nil {
 			return err
 		}
 	}
-	return nil
+	// Records are pruned by age (PruneRecords).
+	if err := db.ensureIndex(ctx, "herald_notifications", "herald_notifications_created", "created_at"); err != nil {
+		return err
+	}
+	return db.ensureIndex(ctx, "herald_idempotency_keys", "herald_idempotency_keys_created", "created_at")
 }
 
-func (db *DB) indexOutbox(ctx context.Context, table string) error {
-	index := table + "_uuid"
+// ensureIndex creates an index of table on column unless it exists.
+func (db *DB) ensureIndex(ctx context.Context, table, index, column string) error {
 	if db.Dialect == MySQL {
 		var n int
 		if err := db.R.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE()
 			AND table_name = ? AND index_name = ?`, table, index).Scan(&n); err != nil || n > 0 {
 			return err
 		}
-		_, err := db.W.ExecContext(ctx, "CREATE INDEX "+index+" ON `"+table+"` (uuid)")
-		return err
+		if _, err := db.W.ExecContext(ctx, "CREATE INDEX "+index+" ON `"+table+"` ("+column+")"); err != nil {
+			return fmt.Errorf("indexing %s: %w", table, err)
+		}
+		return nil
 	}
-	if _, err := db.W.ExecContext(ctx, `CREATE INDEX IF NOT EXISTS `+index+` ON "`+table+`" (uuid)`); err != nil {
-		return fmt.Errorf("indexing the outbox: %w", err)
+	if _, err := db.W.ExecContext(ctx, `CREATE INDEX IF NOT EXISTS `+index+` ON "`+table+`" (`+column+`)`); err != nil {
+		return fmt.Errorf("indexing %s: %w", table, err)
 	}
 	return nil
 }

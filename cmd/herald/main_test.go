@@ -147,16 +147,20 @@ func runDemo(t *testing.T, bin, url string, events int, extra ...string) {
 
 func TestInvalidConfigIsRefusedClearly(t *testing.T) {
 	bin := buildHerald(t)
-	cmd := exec.Command(bin, "serve", "--db", "oracle://x", "--addr", "0.0.0.0:8080", "--channels", "sms,fax", "--db-committers", "99", "--retain-consumed=-1m")
+	cmd := exec.Command(bin, "serve", "--db", "oracle://x", "--addr", "0.0.0.0:8080", "--channels", "sms,fax", "--db-committers", "99", "--retain-consumed=-1m", "--retain-records=1h")
 	out, err := cmd.CombinedOutput()
 	if err == nil {
 		t.Fatal("serve accepted an invalid configuration")
 	}
 	for _, want := range []string{"--db (HERALD_DB_URL)", "unsupported scheme", "--api-keys (HERALD_API_KEYS)", `unknown channel "fax"`,
-		"--db-committers (HERALD_DB_COMMITTERS)", "--retain-consumed (HERALD_RETAIN_CONSUMED)"} {
+		"--db-committers (HERALD_DB_COMMITTERS)", "--retain-consumed (HERALD_RETAIN_CONSUMED)", "--retain-records (HERALD_RETAIN_RECORDS)"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("error output lacks %q:\n%s", want, out)
 		}
+	}
+	out, err = exec.Command(bin, "serve", "--db", "sqlite://x.db", "--api-keys", "k", "--retain-records=2160h", "--retain-consumed=0").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--retain-consumed (HERALD_RETAIN_CONSUMED)") || !strings.Contains(string(out), "not longer than retain-records") {
+		t.Errorf("records pruned while consumed rows are kept: %v\n%s", err, out)
 	}
 }
 
