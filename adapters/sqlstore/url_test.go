@@ -1,11 +1,14 @@
 package sqlstore_test
 
 import (
+	"context"
 	"testing"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/internal/testdb"
 )
 
 // TestMySQLURL: a MySQL URL becomes a driver DSN with parameters interpolated by the
@@ -36,5 +39,36 @@ func TestMySQLURL(t *testing.T) {
 		if len(cfg.Params) != len(c.params) || cfg.Params["time_zone"] != c.params["time_zone"] {
 			t.Fatalf("%s: session variables %v", dsn, cfg.Params)
 		}
+	}
+}
+
+// TestPostgresURLPlansEachExecution: Herald's PostgreSQL connections plan each execution
+// of a prepared statement (plan_cache_mode), unless the URL chooses.
+func TestPostgresURLPlansEachExecution(t *testing.T) {
+	for url, want := range map[string]string{
+		"postgres://h:5432/db?sslmode=disable":                                      "force_custom_plan",
+		"postgresql://u:p@h/db?plan_cache_mode=auto&search_path=s":                  "auto",
+		"postgres://h/db?application_name=herald&plan_cache_mode=force_custom_plan": "force_custom_plan",
+	} {
+		d, dsn, err := sqlstore.ParseURL(url)
+		if err != nil || d != sqlstore.Postgres {
+			t.Fatalf("%s: %v %v", url, d, err)
+		}
+		cfg, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			t.Fatalf("%s: %v", dsn, err)
+		}
+		if got := cfg.RuntimeParams["plan_cache_mode"]; got != want {
+			t.Fatalf("%s: plan_cache_mode %q, want %q", url, got, want)
+		}
+	}
+	db, err := sqlstore.Open(context.Background(), testdb.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+	var mode string
+	if err := db.W.QueryRow(`SHOW plan_cache_mode`).Scan(&mode); err != nil || mode != "force_custom_plan" {
+		t.Fatalf("a Herald connection plans with %q (%v)", mode, err)
 	}
 }
