@@ -124,10 +124,15 @@ func (db *DB) claimBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error 
 		for i, r := range g {
 			ids[i] = r.arg.(claimArg).id
 		}
-		args := append([]any{string(notify.StatusSending), k.owner, until, t}, ids...)
-		args = append(args, string(notify.StatusQueued), string(notify.StatusSending), t)
-		update := `UPDATE herald_deliveries SET status = ?, attempts = attempts + 1, lease_owner = ?,
+		// The IN-list statement of SQLite and MySQL (PostgreSQL takes an array below).
+		var update string
+		var args []any
+		if db.Dialect != Postgres {
+			args = append([]any{string(notify.StatusSending), k.owner, until, t}, ids...)
+			args = append(args, string(notify.StatusQueued), string(notify.StatusSending), t)
+			update = `UPDATE herald_deliveries SET status = ?, attempts = attempts + 1, lease_owner = ?,
 			lease_until = ?, updated_at = ? WHERE id IN (` + placeholders(len(ids)) + `) AND (status = ? OR (status = ? AND lease_until < ?))`
+		}
 		type row struct {
 			status, owner  string
 			attempts       int
