@@ -51,6 +51,9 @@ type Config struct {
 	// Warmup: the events committed in the first Warmup of the run are delivered and
 	// checked (lost, duplicates) but left out of the latency percentiles. Default 0.
 	Warmup time.Duration
+	// Transport carries events between Herald's stages: "sql" (the default) or
+	// "kafka". It is reported, not chosen here: the Herald under load decides.
+	Transport string
 	// Progress is told how many deliveries have ended of how many expected.
 	Progress func(done, total int)
 }
@@ -87,6 +90,7 @@ type Result struct {
 	Duplicates             int      `json:"duplicates"`
 	RSSMBMax               float64  `json:"rss_mb_max"`
 	Database               string   `json:"database"`
+	Transport              string   `json:"transport"`
 	Writers                int      `json:"writers"`
 	// Mix is the share of each event type, in percent.
 	Mix       map[string]float64      `json:"mix"`
@@ -124,7 +128,10 @@ func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Res
 	if cfg.Events <= 0 && cfg.Duration <= 0 {
 		return Result{}, errors.New("loadgen: --events or --duration is required")
 	}
-	res := Result{Database: db.Location, Writers: cfg.Writers, Mix: cfg.Mix.Shares()}
+	if cfg.Transport == "" {
+		cfg.Transport = "sql"
+	}
+	res := Result{Database: db.Location, Transport: cfg.Transport, Writers: cfg.Writers, Mix: cfg.Mix.Shares()}
 	rss := startRSS()
 	defer rss.stop()
 	if cfg.BaselineFor >= 0 {

@@ -96,7 +96,7 @@ var reportTmpl = template.Must(template.New("report").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Herald load test</title>
 <style>body{font:14px system-ui,sans-serif;margin:2em;max-width:820px}pre{background:#f6f8fa;padding:1em;overflow:auto}</style></head>
 <body><h1>Herald load test</h1>
-<p>{{.R.Events}} events, {{.R.Deliveries}} deliveries on {{.R.Database}} with {{.R.Writers}} writers:
+<p>{{.R.Events}} events, {{.R.Deliveries}} deliveries on {{.R.Database}} ({{.R.Transport}} topics) with {{.R.Writers}} writers:
 {{.R.EventsPerSecond}} events/s; latency p50 {{.R.LatencyMs.P50}} ms, p99 {{.R.LatencyMs.P99}} ms; lost {{.R.Lost}}, duplicates {{.R.Duplicates}}.</p>
 <h2>Throughput over time</h2>{{.Throughput}}
 <h2>Latency distribution</h2>{{.Latency}}

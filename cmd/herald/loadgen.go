@@ -118,6 +118,9 @@ func (c *loadgenCmd) Run() error {
 	if c.NoBaseline {
 		cfg.BaselineFor = -1
 	}
+	if len(c.KafkaBrokers) > 0 {
+		cfg.Transport = "kafka"
+	}
 	logger := newLogger(c.LogFormat, "warn", os.Stderr)
 	var db *sqlstore.DB
 	var herald loadgen.Pipeline
@@ -162,7 +165,7 @@ func (c *loadgenCmd) Run() error {
 	if c.JSON {
 		return json.NewEncoder(os.Stdout).Encode(res)
 	}
-	fmt.Printf("Herald load test on %s, %d writers\n", res.Database, res.Writers)
+	fmt.Printf("Herald load test on %s (%s topics), %d writers\n", res.Database, res.Transport, res.Writers)
 	fmt.Printf("  events:      %d (%.1f/s), deliveries %d (%.1f/s), lost %d, duplicates %d\n",
 		res.Events, res.EventsPerSecond, res.Deliveries, res.DeliveriesPerSecond, res.Lost, res.Duplicates)
 	fmt.Printf("  latency ms:  p50 %.1f  p95 %.1f  p99 %.1f  max %.1f (outbox commit -> provider accepted)\n",

@@ -1,12 +1,17 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/notify"
 )
 
 // TestLoadgenBinary runs `herald loadgen` on SQLite with a backlog and checks the JSON
@@ -15,18 +20,9 @@ func TestLoadgenBinary(t *testing.T) {
 	bin := buildHerald(t)
 	dir := t.TempDir()
 	report := filepath.Join(dir, "report.html")
-	cmd := exec.Command(bin, "loadgen", "--db", "sqlite://"+filepath.Join(dir, "lg.db"), "--events", "300", "--backlog", "200",
-		"--writers", "4", "--customers", "50", "--json", "--report", report, "--warmup", "1ms")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("loadgen: %v\n%s", err, stderr.String())
-	}
 	var res map[string]any
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatalf("not one JSON object: %v\n%s", err, out)
-	}
+	out := loadgenJSON(t, bin, &res, "--db", "sqlite://"+filepath.Join(dir, "lg.db"), "--events", "300", "--backlog", "200",
+		"--writers", "4", "--customers", "50", "--report", report, "--warmup", "1ms")
 	t.Logf("%s", out)
 	for _, k := range []string{"events_per_second", "deliveries_per_second", "latency_ms", "baseline", "ratio_events_to_insert_commit",
 		"ratio_events_to_drain", "backlog_events_per_second", "ratio_backlog_to_drain", "rss_mb_max", "warmup_s"} {
@@ -35,6 +31,9 @@ func TestLoadgenBinary(t *testing.T) {
 		}
 	}
 	base := res["baseline"].(map[string]any)
+	if res["transport"] != "sql" {
+		t.Fatalf("transport: %s", out)
+	}
 	if res["events"].(float64) != 300 || res["deliveries"].(float64) != 900 || res["lost"].(float64) != 0 ||
 		res["duplicates"].(float64) != 0 || base["insert_commit_per_second"].(float64) <= 0 || base["drain_rows_per_second"].(float64) <= 0 ||
 		res["warmup_s"].(float64) != 0.001 || res["latency_ms"].(map[string]any)["p50"].(float64) <= 0 {
@@ -55,21 +54,12 @@ func TestLoadgenMix(t *testing.T) {
 	bin := buildHerald(t)
 	dir := t.TempDir()
 	db := filepath.Join(dir, "mix.db")
-	cmd := exec.Command(bin, "loadgen", "--db", "sqlite://"+db, "--events", "400", "--no-baseline",
-		"--writers", "4", "--customers", "50", "--json", "--mix", "transaction.posted=2,otp.requested=1,security.login=1")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("loadgen: %v\n%s", err, stderr.String())
-	}
 	var res struct {
 		Events, Deliveries, Lost, Duplicates int
 		Mix                                  map[string]float64
 	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatalf("not one JSON object: %v\n%s", err, out)
-	}
+	out := loadgenJSON(t, bin, &res, "--db", "sqlite://"+db, "--events", "400", "--no-baseline",
+		"--writers", "4", "--customers", "50", "--mix", "transaction.posted=2,otp.requested=1,security.login=1")
 	if res.Events != 400 || res.Lost != 0 || res.Duplicates != 0 || res.Mix["otp.requested"] != 25 {
 		t.Fatalf("summary: %s", out)
 	}
@@ -87,4 +77,73 @@ func TestLoadgenMix(t *testing.T) {
 	if msg, err := bad.CombinedOutput(); err == nil || !strings.Contains(string(msg), "--warmup 2s must be at least 0 and shorter than --duration 2s") {
 		t.Fatalf("a warm-up as long as the run: %v\n%s", err, msg)
 	}
+}
+
+// TestLoadgenKafka: loadgen measures Herald in Kafka mode against the cluster that
+// benchmarks/kfake runs in its own process: every event is delivered, and the
+// deliveries travelled over Kafka (the SQL topic of a channel stays empty).
+func TestLoadgenKafka(t *testing.T) {
+	bin := buildHerald(t)
+	dir := t.TempDir()
+	kf := filepath.Join(dir, "kfake")
+	if out, err := exec.Command("go", "build", "-o", kf, "../../benchmarks/kfake").CombinedOutput(); err != nil {
+		t.Fatalf("build kfake: %v\n%s", err, out)
+	}
+	cluster := exec.Command(kf, "-addr", "127.0.0.1:0")
+	stdout, err := cluster.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cluster.Process.Kill(); _ = cluster.Wait() })
+	broker, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("kfake printed no address: %v", err)
+	}
+	url := "sqlite://" + filepath.Join(dir, "kafka.db")
+	var res struct {
+		Events, Deliveries, Lost, Duplicates int
+		Transport                            string
+	}
+	out := loadgenJSON(t, bin, &res, "--db", url, "--kafka-brokers", strings.TrimSpace(broker), "--events", "300", "--no-baseline",
+		"--writers", "4", "--customers", "50")
+	if res.Events != 300 || res.Deliveries != 900 || res.Lost != 0 || res.Duplicates != 0 || res.Transport != "kafka" {
+		t.Fatalf("summary: %s", out)
+	}
+	db, err := sqlstore.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var sent int
+	if err := db.R.QueryRow(`SELECT COUNT(*) FROM herald_deliveries WHERE channel = 'sms' AND status = 'sent'`).Scan(&sent); err != nil {
+		t.Fatal(err)
+	}
+	var onSQL int
+	err = db.R.QueryRow(`SELECT COUNT(*) FROM ` + sqlstore.TopicTable(sqlstore.DeliveryTopic("sms", notify.LaneNormal))).Scan(&onSQL)
+	if err != nil && !strings.Contains(err.Error(), "no such table") {
+		t.Fatal(err)
+	}
+	if sent != 300 || onSQL != 0 {
+		t.Fatalf("%d SMS deliveries sent, %d SMS messages on the SQL topic; want 300 sent, none on SQL", sent, onSQL)
+	}
+}
+
+// loadgenJSON runs `herald loadgen ARGS --json`, decodes its one JSON object into res
+// and returns it as printed.
+func loadgenJSON(t *testing.T, bin string, res any, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(bin, append(append([]string{"loadgen"}, args...), "--json")...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("loadgen: %v\n%s", err, stderr.String())
+	}
+	if err := json.Unmarshal(out, res); err != nil {
+		t.Fatalf("not one JSON object: %v\n%s", err, out)
+	}
+	return out
 }
