@@ -31,6 +31,9 @@ type DeliveryStore interface {
 	Release(ctx context.Context, id, owner, reason string, counted bool) error
 	MarkSent(ctx context.Context, id string, r notify.Receipt, at time.Time) error
 	MarkEnded(ctx context.Context, id string, st notify.Status, reason string) error
+	// IDFor finds a delivery by event, channel and address (sqlstore.ErrNotFound if
+	// none): the one a message with an unknown id stands for.
+	IDFor(ctx context.Context, eventID string, ch notify.Channel, address notify.Address) (string, error)
 }
 
 // RetryBudget bounds the work spent on one delivery: after MaxAttempts provider calls
@@ -169,6 +172,20 @@ func (d *Deliver) Handle(msg *message.Message) error {
 		return notify.Defer(errBreakerOpen, d.breaker.openFor)
 	}
 	c, err := d.cfg.Store.Claim(ctx, m.DeliveryID, d.cfg.Owner, d.cfg.Lease)
+	if errors.Is(err, sqlstore.ErrNotFound) {
+		// An event redelivered after an upgrade gets ids that sort by time, while its
+		// deliveries were recorded under the ids made before (the fan-out did not
+		// record them again): this message stands for that delivery.
+		id, ferr := d.cfg.Store.IDFor(ctx, m.EventID, m.Channel, m.Address)
+		switch {
+		case ferr == nil && id != m.DeliveryID:
+			d.log.Info("delivery recorded under an earlier id", "delivery_id", m.DeliveryID, "recorded_id", id)
+			m.DeliveryID = id
+			c, err = d.cfg.Store.Claim(ctx, m.DeliveryID, d.cfg.Owner, d.cfg.Lease)
+		case ferr != nil && !errors.Is(ferr, sqlstore.ErrNotFound):
+			return ferr
+		}
+	}
 	if errors.Is(err, sqlstore.ErrNotFound) {
 		return notify.Poison(fmt.Errorf("%s message for delivery %s: %w", d.cfg.Channel, m.DeliveryID, errUnknown))
 	}

@@ -43,7 +43,7 @@ func setup(t *testing.T) (*sqlstore.DB, *message.Message, string) {
 	if err := db.Migrate(context.Background(), []string{"sms", "email"}); err != nil {
 		t.Fatal(err)
 	}
-	m := notify.Message{DeliveryID: notify.DeliveryID("e1", notify.ChannelSMS, "+8613800138000"), EventID: "e1",
+	m := notify.Message{DeliveryID: notify.DeliveryID("e1", time.Now(), notify.ChannelSMS, "+8613800138000"), EventID: "e1",
 		Channel: notify.ChannelSMS, Address: "+8613800138000", Content: notify.Content{Text: "hi"}, OccurredAt: time.Now()}
 	err = db.Deliveries().InsertQueued(context.Background(), db.W, []notify.Delivery{{ID: m.DeliveryID, EventID: "e1",
 		EventType: "x", Channel: m.Channel, Lane: notify.LaneNormal, Address: m.Address, OccurredAt: m.OccurredAt}})
@@ -128,5 +128,36 @@ func TestDeliverExpiredOTPIsNotSent(t *testing.T) {
 	got, _ := db.Deliveries().Get(context.Background(), id)
 	if got.Status != notify.StatusExpired || p.calls != 0 {
 		t.Fatalf("expired OTP: status %s, provider calls %d", got.Status, p.calls)
+	}
+}
+
+// A message whose id is unknown stands for the delivery recorded under an earlier id
+// for the same event, channel and address (an event redelivered after an upgrade): that
+// delivery is sent, once.
+func TestMessageWithNewIDDeliversTheRecordedDelivery(t *testing.T) {
+	t.Parallel()
+	db, msg, id := setup(t)
+	var m notify.Message
+	if err := json.Unmarshal(msg.Payload, &m); err != nil {
+		t.Fatal(err)
+	}
+	m.DeliveryID = notify.DeliveryID(m.EventID, m.OccurredAt.Add(time.Hour), m.Channel, string(m.Address))
+	b, _ := json.Marshal(m)
+	p := &scripted{}
+	d := newDeliver(t, db, p)
+	if err := d.Handle(message.NewMessage(m.DeliveryID, b)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Handle(msg); err != nil { // the message with the recorded id
+		t.Fatal(err)
+	}
+	got, _ := db.Deliveries().Get(context.Background(), id)
+	if p.calls != 1 || got.Status != notify.StatusSent {
+		t.Fatalf("%d provider calls, delivery %+v; want one call and sent", p.calls, got)
+	}
+	m.DeliveryID, m.EventID = "dlv_unknown", "e-unknown"
+	b, _ = json.Marshal(m)
+	if err := d.Handle(message.NewMessage(m.DeliveryID, b)); notify.ClassOf(err) != notify.ClassPoison {
+		t.Fatalf("a message for no delivery: %v, want poison", err)
 	}
 }

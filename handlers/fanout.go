@@ -151,7 +151,7 @@ func (f *FanOut) Handle(msg *message.Message) error {
 			return err
 		}
 		m := notify.Message{
-			DeliveryID: notify.DeliveryID(e.ID, t.Channel, t.Address), EventID: e.ID, EventType: e.Type,
+			DeliveryID: notify.DeliveryID(e.ID, e.OccurredAt, t.Channel, t.Address), EventID: e.ID, EventType: e.Type,
 			Channel: t.Channel, Lane: lane, RecipientID: r.ID, Address: notify.Address(t.Address),
 			Locale: locale, Content: content, OccurredAt: e.OccurredAt, ExpiresAt: expires,
 		}
@@ -164,7 +164,7 @@ func (f *FanOut) Handle(msg *message.Message) error {
 					return err
 				}
 				fb := m
-				fb.DeliveryID, fb.Channel, fb.Address, fb.Content = notify.DeliveryID(e.ID, fbc, addrs[0]), fbc, notify.Address(addrs[0]), fcontent
+				fb.DeliveryID, fb.Channel, fb.Address, fb.Content = notify.DeliveryID(e.ID, e.OccurredAt, fbc, addrs[0]), fbc, notify.Address(addrs[0]), fcontent
 				m.Fallback = &fb
 			}
 		}

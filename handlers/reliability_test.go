@@ -135,7 +135,7 @@ func TestBudgetSpentFailsAndQueuesFallback(t *testing.T) {
 		t.Fatal(err)
 	}
 	fb := m
-	fb.Channel, fb.Address, fb.DeliveryID = notify.ChannelEmail, "c@example.com", notify.DeliveryID("e1", notify.ChannelEmail, "c@example.com")
+	fb.Channel, fb.Address, fb.DeliveryID = notify.ChannelEmail, "c@example.com", notify.DeliveryID("e1", m.OccurredAt, notify.ChannelEmail, "c@example.com")
 	m.Fallback = &fb
 	b, _ := json.Marshal(m)
 	msg = message.NewMessage(id, b)

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shopspring/decimal"
 )
@@ -121,15 +123,37 @@ func TestPlan(t *testing.T) {
 
 func TestDeliveryIDIsDeterministic(t *testing.T) {
 	t.Parallel()
-	a := DeliveryID("e1", ChannelSMS, "+8613800138000")
-	if a != DeliveryID("e1", ChannelSMS, "+8613800138000") {
+	at := time.Date(2026, 11, 23, 9, 30, 0, 123456789, time.UTC)
+	a := DeliveryID("e1", at, ChannelSMS, "+8613800138000")
+	if a != DeliveryID("e1", at, ChannelSMS, "+8613800138000") {
 		t.Fatal("not deterministic")
 	}
-	for _, other := range []string{DeliveryID("e2", ChannelSMS, "+8613800138000"), DeliveryID("e1", ChannelPush, "+8613800138000"),
-		DeliveryID("e1", ChannelSMS, "+8613800138001"), DeliveryID("e1s", "ms", "+8613800138000")} {
+	if len(a) != len("dlv_")+32 || !strings.HasPrefix(a, "dlv_") {
+		t.Fatalf("id %q: want dlv_ and 32 hex digits", a)
+	}
+	for _, other := range []string{DeliveryID("e2", at, ChannelSMS, "+8613800138000"), DeliveryID("e1", at, ChannelPush, "+8613800138000"),
+		DeliveryID("e1", at, ChannelSMS, "+8613800138001"), DeliveryID("e1s", at, "ms", "+8613800138000")} {
 		if other == a {
 			t.Fatal("collision between different inputs")
 		}
+	}
+}
+
+// Ids sort by the time of their events (to the millisecond), whatever the hash: the
+// deliveries of recent events sit together at the end of the primary-key index.
+func TestDeliveryIDsSortByEventTime(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 11, 23, 9, 30, 0, 0, time.UTC)
+	prev := ""
+	for i := range 2000 {
+		id := DeliveryID(fmt.Sprintf("e%d", 2000-i), at.Add(time.Duration(i)*time.Millisecond), ChannelSMS, "+8613800138000")
+		if id <= prev {
+			t.Fatalf("event %d ms later has id %s, not after %s", i, id, prev)
+		}
+		prev = id
+	}
+	if DeliveryID("e", time.Time{}, ChannelSMS, "x") >= DeliveryID("e", at, ChannelSMS, "x") {
+		t.Fatal("an event without a time must sort first")
 	}
 }
 

@@ -204,7 +204,7 @@ func TestCommittedEventIsDelivered(t *testing.T) {
 			if d.Attempts != 1 || d.SentAt == nil || d.ProviderMessageID == "" {
 				t.Errorf("delivery %+v: want 1 attempt, sent_at and provider id", d)
 			}
-			if d.ID != notify.DeliveryID("evt-ok", d.Channel, string(d.Address)) {
+			if d.ID != notify.DeliveryID("evt-ok", d.OccurredAt, d.Channel, string(d.Address)) {
 				t.Errorf("delivery id %s is not deterministic", d.ID)
 			}
 		}
@@ -611,13 +611,14 @@ func TestStaleOTPExpires(t *testing.T) {
 		return e
 	}
 	commit(t, svc, false, otp("otp-stale", 6*time.Minute), otp("otp-fresh", 0))
-	if got := channelsOf(terminal(t, svc, "otp-stale")); got != "sms:expired" {
+	stale := terminal(t, svc, "otp-stale")
+	if got := channelsOf(stale); got != "sms:expired" {
 		t.Fatalf("stale otp: %s", got)
 	}
 	if got := channelsOf(terminal(t, svc, "otp-fresh")); got != "sms:sent" {
 		t.Fatalf("fresh otp: %s", got)
 	}
-	n, err := svc.DB.SandboxSends().Count(context.Background(), notify.DeliveryID("otp-stale", notify.ChannelSMS, "+8613800138000"))
+	n, err := svc.DB.SandboxSends().Count(context.Background(), stale[0].ID)
 	if err != nil || n != 0 {
 		t.Fatalf("stale otp reached the provider %d times (%v)", n, err)
 	}

@@ -113,7 +113,8 @@ func TestRealProviders(t *testing.T) {
 		Phone: "+8613800138000", Email: "alice@example.com", WebhookURL: hookSrv.URL + "/hook"},
 		Preferences: notify.Preferences{Channels: map[string][]notify.Channel{"*": {"sms", "email", "webhook", "inapp"}}}})
 	commit(t, svc, false, posted("real-evt-1", "real-1", "1234.56"))
-	if got := channelsOf(terminal(t, svc, "real-evt-1")); got != "email:sent,inapp:sent,sms:sent,webhook:sent" {
+	ended := terminal(t, svc, "real-evt-1")
+	if got := channelsOf(ended); got != "email:sent,inapp:sent,sms:sent,webhook:sent" {
 		t.Fatalf("deliveries: %s", got)
 	}
 
@@ -124,7 +125,7 @@ func TestRealProviders(t *testing.T) {
 	gw.mu.Lock()
 	reqs := gw.reqs
 	gw.mu.Unlock()
-	smsID := notify.DeliveryID("real-evt-1", notify.ChannelSMS, "+8613800138000")
+	smsID := notify.DeliveryID("real-evt-1", ended[0].OccurredAt, notify.ChannelSMS, "+8613800138000")
 	if len(reqs) != 1 || reqs[0]["mobile"] != "+8613800138000" || reqs[0]["client_ref"] != smsID || reqs[0]["sender"] != "95588" ||
 		!strings.Contains(reqs[0]["content"], "1,234.56") {
 		t.Fatalf("gateway got %v", reqs)

@@ -121,6 +121,11 @@ func (l *Leases) MarkSent(ctx context.Context, id string, r notify.Receipt, at t
 	return l.Client.Set(ctx, l.key(id), done, l.doneFor()).Err()
 }
 
+// IDFor asks the wrapped store.
+func (l *Leases) IDFor(ctx context.Context, eventID string, ch notify.Channel, address notify.Address) (string, error) {
+	return l.Store.IDFor(ctx, eventID, ch, address)
+}
+
 // MarkEnded implements handlers.DeliveryStore.
 func (l *Leases) MarkEnded(ctx context.Context, id string, st notify.Status, reason string) error {
 	if err := l.Store.MarkEnded(ctx, id, st, reason); err != nil {

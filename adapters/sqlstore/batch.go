@@ -416,6 +416,10 @@ func (db *DB) fanOutBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error
 	if err := db.Notifications().Record(ctx, tx, ns); err != nil {
 		return err
 	}
+	ds, err := db.Deliveries().unrecorded(ctx, tx, ds)
+	if err != nil {
+		return err
+	}
 	// Bound the parameters of one statement (12 per delivery).
 	for i := 0; i < len(ds); i += 1000 {
 		if err := db.Deliveries().InsertQueued(ctx, tx, ds[i:min(i+1000, len(ds))]); err != nil {

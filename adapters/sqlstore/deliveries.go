@@ -69,6 +69,77 @@ func (s *Deliveries) InsertQueued(ctx context.Context, tx Execer, ds []notify.De
 	return nil
 }
 
+// unrecorded returns ds without the deliveries whose event, channel and address are
+// recorded under another id: ids made before they sorted by time (notify.DeliveryID)
+// differ from the ids a redelivered event gets now, and such a delivery must not be
+// recorded, and sent, twice. A delivery recorded under its own id is kept (the insert
+// ignores it). One indexed query per batch, by event id.
+func (s *Deliveries) unrecorded(ctx context.Context, tx *sql.Tx, ds []notify.Delivery) ([]notify.Delivery, error) {
+	if len(ds) == 0 {
+		return ds, nil
+	}
+	type target struct{ event, channel, address string }
+	recorded := map[target]string{}
+	events := make([]any, 0, len(ds))
+	seen := map[string]bool{}
+	for _, d := range ds {
+		if !seen[d.EventID] {
+			seen[d.EventID] = true
+			events = append(events, d.EventID)
+		}
+	}
+	scan := func(rows *sql.Rows) error {
+		var id string
+		var t target
+		if err := rows.Scan(&id, &t.event, &t.channel, &t.address); err != nil {
+			return err
+		}
+		recorded[t] = id
+		return nil
+	}
+	const q = `SELECT id, event_id, channel, address FROM herald_deliveries WHERE event_id `
+	if s.db.Dialect == Postgres {
+		if err := eachRow(ctx, tx, q+`= ANY($1::text[])`, []any{anyStrings(events)}, scan); err != nil {
+			return nil, fmt.Errorf("reading recorded deliveries: %w", err)
+		}
+	} else {
+		for i := 0; i < len(events); i += 1000 {
+			part := events[i:min(i+1000, len(events))]
+			if err := eachRow(ctx, tx, q+`IN (`+placeholders(len(part))+`)`, part, scan); err != nil {
+				return nil, fmt.Errorf("reading recorded deliveries: %w", err)
+			}
+		}
+	}
+	if len(recorded) == 0 {
+		return ds, nil
+	}
+	kept := ds[:0:0]
+	for _, d := range ds {
+		if id, ok := recorded[target{d.EventID, string(d.Channel), string(d.Address)}]; ok && id != d.ID {
+			continue
+		}
+		kept = append(kept, d)
+	}
+	return kept, nil
+}
+
+// IDFor returns the id under which the delivery of event eventID on channel ch to
+// address is recorded; ErrNotFound when there is none. The delivery handler asks when a
+// message's id is unknown: the delivery may have been recorded under an id made before
+// ids sorted by time (notify.DeliveryID).
+func (s *Deliveries) IDFor(ctx context.Context, eventID string, ch notify.Channel, address notify.Address) (string, error) {
+	var id string
+	err := s.db.R.QueryRowContext(ctx, s.db.q(`SELECT id FROM herald_deliveries WHERE event_id = ? AND channel = ? AND address = ?`),
+		eventID, string(ch), string(address)).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("finding delivery: %w", err)
+	}
+	return id, nil
+}
+
 // ClaimState is the outcome of a claim.
 type ClaimState int
 

@@ -2,6 +2,7 @@ package sqlstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sort"
@@ -45,7 +46,7 @@ func TestClaimIsExclusive(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
 		ctx := context.Background()
 		s := db.Deliveries()
-		id := notify.DeliveryID("e1", notify.ChannelSMS, "+8613800138000")
+		id := notify.DeliveryID("e1", time.Now(), notify.ChannelSMS, "+8613800138000")
 		if err := s.InsertQueued(ctx, db.W, []notify.Delivery{{ID: id, EventID: "e1", EventType: "x", Channel: notify.ChannelSMS,
 			Lane: notify.LaneNormal, Address: "+8613800138000", OccurredAt: time.Now()}}); err != nil {
 			t.Fatal(err)
@@ -192,6 +193,46 @@ func TestLatenciesSince(t *testing.T) {
 			if fmt.Sprint(got) != c.want {
 				t.Fatalf("since %v: latencies %v µs, want %s", c.since, got, c.want)
 			}
+		}
+	})
+}
+
+// A delivery recorded under an id made before ids sorted by time is not recorded again
+// when its event is fanned out anew (a redelivery after an upgrade gets the new id),
+// and IDFor finds it by event, channel and address.
+func TestFanOutKeepsDeliveriesRecordedUnderEarlierIDs(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		at := time.Now()
+		d := notify.Delivery{ID: "dlv_0123456789abcdef0123456789abcdef", EventID: "e-up", EventType: "x", Channel: notify.ChannelSMS,
+			Lane: notify.LaneNormal, Address: "+8613800138000", OccurredAt: at}
+		if err := db.Deliveries().InsertQueued(ctx, db.W, []notify.Delivery{d}); err != nil {
+			t.Fatal(err)
+		}
+		again := d
+		again.ID = notify.DeliveryID(d.EventID, at, d.Channel, string(d.Address))
+		other := again
+		other.EventID, other.ID = "e-new", notify.DeliveryID("e-new", at, d.Channel, string(d.Address))
+		n := sqlstore.Notification{ID: "e-up", Type: "x", OccurredAt: at, Status: sqlstore.NotificationFannedOut}
+		if err := db.CommitFanOut(ctx, n, []notify.Delivery{again, other}, nil); err != nil {
+			t.Fatal(err)
+		}
+		for event, want := range map[string]string{"e-up": d.ID, "e-new": other.ID} {
+			ds, err := db.Deliveries().ByEvent(ctx, event)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ds) != 1 || ds[0].ID != want {
+				t.Fatalf("deliveries of %s: %+v, want one, %s", event, ds, want)
+			}
+			id, err := db.Deliveries().IDFor(ctx, event, notify.ChannelSMS, "+8613800138000")
+			if err != nil || id != want {
+				t.Fatalf("IDFor(%s) = %q, %v; want %s", event, id, err, want)
+			}
+		}
+		if _, err := db.Deliveries().IDFor(ctx, "e-up", notify.ChannelEmail, "+8613800138000"); !errors.Is(err, sqlstore.ErrNotFound) {
+			t.Fatalf("IDFor of no delivery: %v, want ErrNotFound", err)
 		}
 	})
 }
