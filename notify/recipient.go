@@ -258,7 +258,7 @@ func MergeContacts(dir Contacts, inline *Contacts) Contacts {
 // id touch a few pages at its end instead of one random page each (docs/performance.md,
 // "time-ordered delivery ids"). Ids made before this scheme are a hash alone; the
 // fan-out and the delivery handler find a delivery by event, channel and address when
-// its id differs (sqlstore.Deliveries.InsertQueued, handlers.Deliver).
+// its id differs (the fan-out's batch in adapters/sqlstore, handlers.Deliver).
 func DeliveryID(eventID string, occurredAt time.Time, ch Channel, address string) string {
 	h := sha256.New()
 	h.Write([]byte(eventID))

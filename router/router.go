@@ -440,30 +440,40 @@ func (rt *Router) runPruner(ctx context.Context) {
 	defer t.Stop()
 	for {
 		if rt.retainRecords > 0 {
-			p, err := rt.db.PruneRecords(ctx, rt.retainRecords)
-			if err != nil && ctx.Err() == nil {
-				rt.log.Warn("pruning records failed, will retry", "error", err)
-			}
-			for table, n := range map[string]int64{"herald_notifications": p.Notifications, "herald_deliveries": p.Deliveries,
-				"herald_sandbox_sends": p.SandboxSends, "herald_idempotency_keys": p.IdempotencyKeys} {
-				rt.metrics.GetOrCreateCounter(`herald_pruned_records_total{table="` + table + `"}`).Add(int(n))
-			}
+			rt.pruneRecords(ctx)
 		}
-		for _, topic := range rt.sqlTopics {
-			if rt.retain <= 0 {
-				break
-			}
-			n, err := rt.db.PruneConsumed(ctx, topic, rt.retain)
-			if err != nil && ctx.Err() == nil {
-				rt.log.Warn("pruning consumed rows failed, will retry", "topic", topic, "error", err)
-			}
-			rt.metrics.GetOrCreateCounter(`herald_pruned_rows_total{topic="` + topic + `"}`).Add(int(n))
+		if rt.retain > 0 {
+			rt.pruneConsumed(ctx)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// pruneRecords deletes the ended records older than rt.retainRecords.
+func (rt *Router) pruneRecords(ctx context.Context) {
+	p, err := rt.db.PruneRecords(ctx, rt.retainRecords)
+	if err != nil && ctx.Err() == nil {
+		rt.log.Warn("pruning records failed, will retry", "error", err)
+	}
+	for table, n := range map[string]int64{"herald_notifications": p.Notifications, "herald_deliveries": p.Deliveries,
+		"herald_sandbox_sends": p.SandboxSends, "herald_idempotency_keys": p.IdempotencyKeys} {
+		rt.metrics.GetOrCreateCounter(`herald_pruned_records_total{table="` + table + `"}`).Add(int(n))
+	}
+}
+
+// pruneConsumed deletes the consumed rows of the router's SQL topics older than
+// rt.retain.
+func (rt *Router) pruneConsumed(ctx context.Context) {
+	for _, topic := range rt.sqlTopics {
+		n, err := rt.db.PruneConsumed(ctx, topic, rt.retain)
+		if err != nil && ctx.Err() == nil {
+			rt.log.Warn("pruning consumed rows failed, will retry", "topic", topic, "error", err)
+		}
+		rt.metrics.GetOrCreateCounter(`herald_pruned_rows_total{topic="` + topic + `"}`).Add(int(n))
 	}
 }
 

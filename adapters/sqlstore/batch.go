@@ -79,6 +79,16 @@ func eachRow(ctx context.Context, tx *sql.Tx, query string, args []any, scan fun
 	return rows.Err()
 }
 
+// eachRowIn runs query, which ends in "WHERE <column> ", for the rows whose text column
+// is one of values, and calls scan for each row: "= ANY($1::text[])" on PostgreSQL (one
+// statement text whatever the count), "IN (?, ...)" elsewhere.
+func (db *DB) eachRowIn(ctx context.Context, tx *sql.Tx, query string, values []any, scan func(*sql.Rows) error) error {
+	if db.Dialect == Postgres {
+		return eachRow(ctx, tx, query+`= ANY($1::text[])`, []any{anyStrings(values)}, scan)
+	}
+	return eachRow(ctx, tx, db.q(query+`IN (`+placeholders(len(values))+`)`), values, scan)
+}
+
 // bigint is the dialect's cast target for a 64-bit integer parameter.
 func (db *DB) bigint() string {
 	if db.Dialect == MySQL {
@@ -180,11 +190,7 @@ func (db *DB) claimBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error 
 			return fmt.Errorf("claiming %d deliveries: %w", len(ids), err)
 		}
 		if len(missing) > 0 {
-			query, qargs := db.q(`SELECT `+cols+` FROM herald_deliveries WHERE id IN (`+placeholders(len(missing))+`)`), missing
-			if db.Dialect == Postgres {
-				query, qargs = `SELECT `+cols+` FROM herald_deliveries WHERE id = ANY($1::text[])`, []any{anyStrings(missing)}
-			}
-			if err := eachRow(ctx, tx, query, qargs, scan); err != nil {
+			if err := db.eachRowIn(ctx, tx, `SELECT `+cols+` FROM herald_deliveries WHERE id `, missing, scan); err != nil {
 				return fmt.Errorf("reading %d claims: %w", len(ids), err)
 			}
 		}
@@ -368,11 +374,7 @@ func (db *DB) inboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error 
 		}
 	}
 	if len(missing) > 0 {
-		sel, selArgs := db.q(`SELECT id, delivery_id FROM herald_inbox WHERE delivery_id IN (`+placeholders(len(missing))+`)`), missing
-		if db.Dialect == Postgres {
-			sel, selArgs = `SELECT id, delivery_id FROM herald_inbox WHERE delivery_id = ANY($1::text[])`, []any{anyStrings(missing)}
-		}
-		if err := eachRow(ctx, tx, sel, selArgs, scan); err != nil {
+		if err := db.eachRowIn(ctx, tx, `SELECT id, delivery_id FROM herald_inbox WHERE delivery_id `, missing, scan); err != nil {
 			return fmt.Errorf("reading inbox message ids: %w", err)
 		}
 	}

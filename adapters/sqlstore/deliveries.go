@@ -73,7 +73,8 @@ func (s *Deliveries) InsertQueued(ctx context.Context, tx Execer, ds []notify.De
 // recorded under another id: ids made before they sorted by time (notify.DeliveryID)
 // differ from the ids a redelivered event gets now, and such a delivery must not be
 // recorded, and sent, twice. A delivery recorded under its own id is kept (the insert
-// ignores it). One indexed query per batch, by event id.
+// ignores it). One indexed query per batch, by event id (a group holds at most groupMax
+// fan-outs, so the list stays short).
 func (s *Deliveries) unrecorded(ctx context.Context, tx *sql.Tx, ds []notify.Delivery) ([]notify.Delivery, error) {
 	if len(ds) == 0 {
 		return ds, nil
@@ -97,18 +98,9 @@ func (s *Deliveries) unrecorded(ctx context.Context, tx *sql.Tx, ds []notify.Del
 		recorded[t] = id
 		return nil
 	}
-	const q = `SELECT id, event_id, channel, address FROM herald_deliveries WHERE event_id `
-	if s.db.Dialect == Postgres {
-		if err := eachRow(ctx, tx, q+`= ANY($1::text[])`, []any{anyStrings(events)}, scan); err != nil {
-			return nil, fmt.Errorf("reading recorded deliveries: %w", err)
-		}
-	} else {
-		for i := 0; i < len(events); i += 1000 {
-			part := events[i:min(i+1000, len(events))]
-			if err := eachRow(ctx, tx, q+`IN (`+placeholders(len(part))+`)`, part, scan); err != nil {
-				return nil, fmt.Errorf("reading recorded deliveries: %w", err)
-			}
-		}
+	err := s.db.eachRowIn(ctx, tx, `SELECT id, event_id, channel, address FROM herald_deliveries WHERE event_id `, events, scan)
+	if err != nil {
+		return nil, fmt.Errorf("reading recorded deliveries: %w", err)
 	}
 	if len(recorded) == 0 {
 		return ds, nil

@@ -18,8 +18,7 @@ type PrunedRecords struct {
 // terminalStatuses are the statuses a delivery ends in, as an SQL list.
 var terminalStatuses = func() string {
 	var q []string
-	for _, s := range []notify.Status{notify.StatusQueued, notify.StatusSending, notify.StatusSent, notify.StatusDelivered,
-		notify.StatusUndelivered, notify.StatusFailed, notify.StatusExpired, notify.StatusPoisoned} {
+	for _, s := range notify.AllStatuses {
 		if s.Terminal() {
 			q = append(q, "'"+string(s)+"'")
 		}
