@@ -163,8 +163,18 @@ func (d *Deliver) Handle(msg *message.Message) error {
 	}
 	ctx := msg.Context()
 	if m.ExpiresAt != nil && time.Now().After(*m.ExpiresAt) {
+		// Looked up rather than taken from the message: the delivery may be recorded
+		// under an earlier id (see the claim below). Expired messages are rare (a one-time
+		// password past its lifetime), so the extra read is off the hot path.
+		id, err := d.cfg.Store.IDFor(ctx, m.EventID, m.Channel, m.Address)
+		if errors.Is(err, sqlstore.ErrNotFound) {
+			return notify.Poison(fmt.Errorf("expired %s message for delivery %s: %w", d.cfg.Channel, m.DeliveryID, errUnknown))
+		}
+		if err != nil {
+			return err
+		}
 		d.count(notify.StatusExpired)
-		return d.cfg.Store.MarkEnded(ctx, m.DeliveryID, notify.StatusExpired,
+		return d.cfg.Store.MarkEnded(ctx, id, notify.StatusExpired,
 			fmt.Sprintf("not sent: expired at %s", m.ExpiresAt.UTC().Format(time.RFC3339)))
 	}
 	if d.breaker.Open() {

@@ -54,6 +54,16 @@ func setup(t *testing.T) (*sqlstore.DB, *message.Message, string) {
 	return db, message.NewMessage(m.DeliveryID, b), m.DeliveryID
 }
 
+// payloadOf decodes msg's notify.Message.
+func payloadOf(t *testing.T, msg *message.Message) notify.Message {
+	t.Helper()
+	var m notify.Message
+	if err := json.Unmarshal(msg.Payload, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 func newDeliver(t *testing.T, db *sqlstore.DB, p handlers.Provider) *handlers.Deliver {
 	t.Helper()
 	return deliverWith(t, handlers.DeliverConfig{Provider: p, Store: db.Deliveries()})
@@ -114,10 +124,7 @@ func TestDeliverUndecodableIsPoison(t *testing.T) {
 func TestDeliverExpiredOTPIsNotSent(t *testing.T) {
 	t.Parallel()
 	db, msg, id := setup(t)
-	var m notify.Message
-	if err := json.Unmarshal(msg.Payload, &m); err != nil {
-		t.Fatal(err)
-	}
+	m := payloadOf(t, msg)
 	past := time.Now().Add(-time.Second)
 	m.ExpiresAt = &past
 	b, _ := json.Marshal(m)
@@ -131,16 +138,39 @@ func TestDeliverExpiredOTPIsNotSent(t *testing.T) {
 	}
 }
 
+// An expired message whose id is unknown ends the delivery recorded under an earlier
+// id for the same event, channel and address; one for no delivery at all is poison.
+func TestExpiredMessageWithNewIDEndsTheRecordedDelivery(t *testing.T) {
+	t.Parallel()
+	db, msg, id := setup(t)
+	m := payloadOf(t, msg)
+	past := time.Now().Add(-time.Second)
+	m.ExpiresAt = &past
+	m.DeliveryID = notify.DeliveryID(m.EventID, m.OccurredAt.Add(time.Hour), m.Channel, string(m.Address))
+	b, _ := json.Marshal(m)
+	p := &scripted{}
+	d := newDeliver(t, db, p)
+	if err := d.Handle(message.NewMessage(m.DeliveryID, b)); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := db.Deliveries().Get(context.Background(), id)
+	if got.Status != notify.StatusExpired || p.calls != 0 {
+		t.Fatalf("recorded delivery %s after its expired message, %d provider calls; want expired, none", got.Status, p.calls)
+	}
+	m.DeliveryID, m.EventID = "dlv_unknown", "e-unknown"
+	b, _ = json.Marshal(m)
+	if err := d.Handle(message.NewMessage(m.DeliveryID, b)); notify.ClassOf(err) != notify.ClassPoison {
+		t.Fatalf("an expired message for no delivery: %v, want poison", err)
+	}
+}
+
 // A message whose id is unknown stands for the delivery recorded under an earlier id
 // for the same event, channel and address (an event redelivered after an upgrade): that
 // delivery is sent, once.
 func TestMessageWithNewIDDeliversTheRecordedDelivery(t *testing.T) {
 	t.Parallel()
 	db, msg, id := setup(t)
-	var m notify.Message
-	if err := json.Unmarshal(msg.Payload, &m); err != nil {
-		t.Fatal(err)
-	}
+	m := payloadOf(t, msg)
 	m.DeliveryID = notify.DeliveryID(m.EventID, m.OccurredAt.Add(time.Hour), m.Channel, string(m.Address))
 	b, _ := json.Marshal(m)
 	p := &scripted{}
