@@ -50,6 +50,19 @@ func (s *Deliveries) InsertQueued(ctx context.Context, tx Execer, ds []notify.De
 		}
 		return nil
 	}
+	if tx, ok := tx.(*sql.Tx); ok && s.db.Dialect == SQLite { // one prepared row at a time (batch.go)
+		err := s.db.execEach(ctx, tx, `INSERT INTO herald_deliveries (id, event_id, event_type, channel, lane, recipient_id, address,
+		status, occurred_at, created_at, updated_at, fallback_of) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`+s.db.onConflictNothing("id"),
+			len(ds), func(i int) []any {
+				d := ds[i]
+				return []any{d.ID, d.EventID, d.EventType, string(d.Channel), string(d.Lane), d.RecipientID,
+					string(d.Address), string(notify.StatusQueued), d.OccurredAt.UnixMicro(), t, t, d.FallbackOf}
+			})
+		if err != nil {
+			return fmt.Errorf("inserting deliveries: %w", err)
+		}
+		return nil
+	}
 	var b strings.Builder
 	b.WriteString(`INSERT INTO herald_deliveries (id, event_id, event_type, channel, lane, recipient_id, address,
 		status, occurred_at, created_at, updated_at, fallback_of) VALUES `)

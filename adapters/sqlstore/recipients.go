@@ -262,6 +262,17 @@ func (s *Notifications) Record(ctx context.Context, tx Execer, rs []Notification
 		}
 		return nil
 	}
+	if tx, ok := tx.(*sql.Tx); ok && s.db.Dialect == SQLite { // one prepared row at a time (batch.go)
+		err := s.db.execEach(ctx, tx, `INSERT INTO herald_notifications (id, type, customer_id, status, reason, deliveries,
+		occurred_at, created_at) VALUES (?,?,?,?,?,?,?,?)`+s.db.onConflictNothing("id"), len(rs), func(i int) []any {
+			r := rs[i]
+			return []any{r.ID, r.Type, r.CustomerID, r.Status, r.Reason, r.Deliveries, r.OccurredAt.UnixMicro(), t}
+		})
+		if err != nil {
+			return fmt.Errorf("recording %d notifications: %w", len(rs), err)
+		}
+		return nil
+	}
 	args := make([]any, 0, 8*len(rs))
 	for _, r := range rs {
 		args = append(args, r.ID, r.Type, r.CustomerID, r.Status, r.Reason, r.Deliveries, r.OccurredAt.UnixMicro(), t)

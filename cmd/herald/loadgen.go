@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"syscall"
 	"time"
@@ -36,6 +37,7 @@ type loadgenCmd struct {
 	Target        string        `help:"URL of a Herald already running on the same database (else one runs in this process)."`
 	JSON          bool          `name:"json" help:"Print exactly one JSON object on stdout."`
 	Report        string        `help:"Write a self-contained HTML report to this file."`
+	CPUProfile    string        `name:"cpuprofile" help:"Write a CPU profile of the run (Herald in this process and the core's writers; add --no-baseline to leave the baselines out) to this file, for go tool pprof."`
 }
 
 // inProcess runs Herald's pipeline in this process.
@@ -145,7 +147,20 @@ func (c *loadgenCmd) Run() error {
 		cfg.Progress = func(done, total int) { bar.ChangeMax(total); _ = bar.Set(done) }
 		defer bar.Finish() //nolint:errcheck // cosmetic
 	}
+	if c.CPUProfile != "" {
+		f, err := os.Create(c.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close() //nolint:errcheck // closed after StopCPUProfile wrote it
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+	}
 	res, err := loadgen.Run(ctx, db, herald, cfg)
+	if c.CPUProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	if err != nil {
 		return err
 	}
