@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,10 +60,24 @@ func TestLoadgenMix(t *testing.T) {
 		Events, Deliveries, Lost, Duplicates int
 		Mix                                  map[string]float64
 	}
+	prof := filepath.Join(dir, "cpu.prof")
 	out := loadgenJSON(t, bin, &res, "--db", "sqlite://"+db, "--events", "400", "--no-baseline",
-		"--writers", "4", "--customers", "50", "--mix", "transaction.posted=2,otp.requested=1,security.login=1")
+		"--writers", "4", "--customers", "50", "--mix", "transaction.posted=2,otp.requested=1,security.login=1", "--cpuprofile", prof)
 	if res.Events != 400 || res.Lost != 0 || res.Duplicates != 0 || res.Mix["otp.requested"] != 25 {
 		t.Fatalf("summary: %s", out)
+	}
+	// A CPU profile is a gzipped protocol buffer: complete only once the profiler stopped.
+	f, err := os.Open(prof)
+	if err != nil {
+		t.Fatalf("--cpuprofile: %v", err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("--cpuprofile wrote no profile: %v", err)
+	}
+	if n, err := io.Copy(io.Discard, zr); err != nil || n == 0 {
+		t.Fatalf("--cpuprofile: %d bytes, %v", n, err)
 	}
 	// Three deliveries per transaction alert, one per OTP (SMS), two per login (SMS and
 	// email; the customers have no push token): between the all-OTP and all-alert
