@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/heraldhq/herald/adapters/sqlstore"
 	"github.com/heraldhq/herald/notify"
@@ -105,7 +106,8 @@ func TestLoadgenKafka(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", kf, "../../benchmarks/kfake").CombinedOutput(); err != nil {
 		t.Fatalf("build kfake: %v\n%s", err, out)
 	}
-	cluster := exec.Command(kf, "-addr", "127.0.0.1:0")
+	// Two brokers: the topics' partitions spread over both, as on a real cluster.
+	cluster := exec.Command(kf, "-addr", "127.0.0.1:0", "-brokers", "2")
 	stdout, err := cluster.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -114,16 +116,33 @@ func TestLoadgenKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cluster.Process.Kill(); _ = cluster.Wait() })
-	broker, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatalf("kfake printed no address: %v", err)
+	// One address per broker; a cluster that prints fewer is a failure, not a hang.
+	printed := make(chan string, 2)
+	go func() {
+		lines := bufio.NewScanner(stdout)
+		for lines.Scan() {
+			printed <- strings.TrimSpace(lines.Text())
+		}
+		close(printed)
+	}()
+	var brokers []string
+	for len(brokers) < 2 {
+		select {
+		case a, ok := <-printed:
+			if !ok {
+				t.Fatalf("kfake printed %d addresses, want 2", len(brokers))
+			}
+			brokers = append(brokers, a)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("kfake printed %d addresses in 30 s, want 2", len(brokers))
+		}
 	}
 	url := "sqlite://" + filepath.Join(dir, "kafka.db")
 	var res struct {
 		Events, Deliveries, Lost, Duplicates int
 		Transport                            string
 	}
-	out := loadgenJSON(t, bin, &res, "--db", url, "--kafka-brokers", strings.TrimSpace(broker), "--events", "300", "--no-baseline",
+	out := loadgenJSON(t, bin, &res, "--db", url, "--kafka-brokers", strings.Join(brokers, ","), "--events", "300", "--no-baseline",
 		"--writers", "4", "--customers", "50")
 	if res.Events != 300 || res.Deliveries != 900 || res.Lost != 0 || res.Duplicates != 0 || res.Transport != "kafka" {
 		t.Fatalf("summary: %s", out)
