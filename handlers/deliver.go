@@ -142,6 +142,17 @@ func (d *Deliver) budget(eventType string) RetryBudget {
 	return d.cfg.Budget
 }
 
+// recordedID returns the id under which m's delivery is recorded: m.DeliveryID, or an id
+// made before ids sorted by time (notify.DeliveryID). A message for no recorded delivery
+// is poison (what names the message in its reason: "" or "expired ").
+func (d *Deliver) recordedID(ctx context.Context, m notify.Message, what string) (string, error) {
+	id, err := d.cfg.Store.IDFor(ctx, m.EventID, m.Channel, m.Address)
+	if errors.Is(err, sqlstore.ErrNotFound) {
+		return "", notify.Poison(fmt.Errorf("%s%s message for delivery %s: %w", what, d.cfg.Channel, m.DeliveryID, errUnknown))
+	}
+	return id, err
+}
+
 // Handle delivers one message:
 //
 //  1. an expired message (a stale one-time password) is not sent: status expired;
@@ -166,10 +177,7 @@ func (d *Deliver) Handle(msg *message.Message) error {
 		// Looked up rather than taken from the message: the delivery may be recorded
 		// under an earlier id (see the claim below). Expired messages are rare (a one-time
 		// password past its lifetime), so the extra read is off the hot path.
-		id, err := d.cfg.Store.IDFor(ctx, m.EventID, m.Channel, m.Address)
-		if errors.Is(err, sqlstore.ErrNotFound) {
-			return notify.Poison(fmt.Errorf("expired %s message for delivery %s: %w", d.cfg.Channel, m.DeliveryID, errUnknown))
-		}
+		id, err := d.recordedID(ctx, m, "expired ")
 		if err != nil {
 			return err
 		}
@@ -186,14 +194,14 @@ func (d *Deliver) Handle(msg *message.Message) error {
 		// An event redelivered after an upgrade gets ids that sort by time, while its
 		// deliveries were recorded under the ids made before (the fan-out did not
 		// record them again): this message stands for that delivery.
-		id, ferr := d.cfg.Store.IDFor(ctx, m.EventID, m.Channel, m.Address)
-		switch {
-		case ferr == nil && id != m.DeliveryID:
+		id, ferr := d.recordedID(ctx, m, "")
+		if ferr != nil {
+			return ferr
+		}
+		if id != m.DeliveryID {
 			d.log.Info("delivery recorded under an earlier id", "delivery_id", m.DeliveryID, "recorded_id", id)
 			m.DeliveryID = id
 			c, err = d.cfg.Store.Claim(ctx, m.DeliveryID, d.cfg.Owner, d.cfg.Lease)
-		case ferr != nil && !errors.Is(ferr, sqlstore.ErrNotFound):
-			return ferr
 		}
 	}
 	if errors.Is(err, sqlstore.ErrNotFound) {

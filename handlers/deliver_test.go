@@ -64,6 +64,15 @@ func payloadOf(t *testing.T, msg *message.Message) notify.Message {
 	return m
 }
 
+// expiredPayloadOf is payloadOf with an expiry a second ago (a stale one-time password).
+func expiredPayloadOf(t *testing.T, msg *message.Message) notify.Message {
+	t.Helper()
+	m := payloadOf(t, msg)
+	past := time.Now().Add(-time.Second)
+	m.ExpiresAt = &past
+	return m
+}
+
 func newDeliver(t *testing.T, db *sqlstore.DB, p handlers.Provider) *handlers.Deliver {
 	t.Helper()
 	return deliverWith(t, handlers.DeliverConfig{Provider: p, Store: db.Deliveries()})
@@ -124,9 +133,7 @@ func TestDeliverUndecodableIsPoison(t *testing.T) {
 func TestDeliverExpiredOTPIsNotSent(t *testing.T) {
 	t.Parallel()
 	db, msg, id := setup(t)
-	m := payloadOf(t, msg)
-	past := time.Now().Add(-time.Second)
-	m.ExpiresAt = &past
+	m := expiredPayloadOf(t, msg)
 	b, _ := json.Marshal(m)
 	p := &scripted{}
 	if err := newDeliver(t, db, p).Handle(message.NewMessage(id, b)); err != nil {
@@ -143,9 +150,7 @@ func TestDeliverExpiredOTPIsNotSent(t *testing.T) {
 func TestExpiredMessageWithNewIDEndsTheRecordedDelivery(t *testing.T) {
 	t.Parallel()
 	db, msg, id := setup(t)
-	m := payloadOf(t, msg)
-	past := time.Now().Add(-time.Second)
-	m.ExpiresAt = &past
+	m := expiredPayloadOf(t, msg)
 	m.DeliveryID = notify.DeliveryID(m.EventID, m.OccurredAt.Add(time.Hour), m.Channel, string(m.Address))
 	b, _ := json.Marshal(m)
 	p := &scripted{}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -90,7 +91,7 @@ func scanRows(rows *sql.Rows, err error, scan func(*sql.Rows) error) error {
 
 // eachRowIn runs query, which ends in "WHERE <column> ", for the rows whose text column
 // is one of values, and calls scan for each row: "= ANY($1::text[])" on PostgreSQL (one
-// statement text whatever the count), "= ?" once per value on SQLite (execEach), "IN
+// statement text whatever the count), "= ?" once per value on SQLite (queryEach), "IN
 // (?, ...)" on MySQL.
 func (db *DB) eachRowIn(ctx context.Context, tx *sql.Tx, query string, values []any, scan func(*sql.Rows) error) error {
 	switch db.Dialect {
@@ -100,6 +101,17 @@ func (db *DB) eachRowIn(ctx context.Context, tx *sql.Tx, query string, values []
 		return db.queryEach(ctx, tx, query+`= ?`, len(values), func(i int) []any { return values[i : i+1] }, scan)
 	}
 	return eachRow(ctx, tx, db.q(query+`IN (`+placeholders(len(values))+`)`), values, scan)
+}
+
+// notFound returns the ids (strings) that are not keys of found.
+func notFound[V any](ids []any, found map[string]V) []any {
+	var out []any
+	for _, id := range ids {
+		if _, ok := found[id.(string)]; !ok {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // execEach runs the one-row statement query in tx once per row (args(i) gives row i's
@@ -152,10 +164,10 @@ type claimOut struct {
 	err error // ErrNotFound: a result, not a failure of the batch
 }
 
-// claimBatch claims deliveries: one UPDATE of all rows that are free, then one SELECT
-// that tells each request what it got. A row this batch leased carries its owner and
-// its lease end (now + lease, to the microsecond); the first request of an id gets it,
-// a repeat of the id in the same batch finds it busy.
+// claimBatch claims deliveries: one UPDATE of all rows that are free (a prepared one per
+// row on SQLite), then one SELECT that tells each request what it got. A row this batch
+// leased carries its owner and its lease end (now + lease, to the microsecond); the
+// first request of an id gets it, a repeat of the id in the same batch finds it busy.
 func (db *DB) claimBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
 	type leaseKey struct {
 		owner string
@@ -179,16 +191,6 @@ func (db *DB) claimBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error 
 		for i, r := range g {
 			ids[i] = r.arg.(claimArg).id
 		}
-		// The IN-list statement of MySQL (PostgreSQL takes an array, SQLite one row at a
-		// time, below).
-		var update string
-		var args []any
-		if db.Dialect == MySQL {
-			args = append([]any{string(notify.StatusSending), k.owner, until, t}, ids...)
-			args = append(args, string(notify.StatusQueued), string(notify.StatusSending), t)
-			update = `UPDATE herald_deliveries SET status = ?, attempts = attempts + 1, lease_owner = ?,
-			lease_until = ?, updated_at = ? WHERE id IN (` + placeholders(len(ids)) + `) AND (status = ? OR (status = ? AND lease_until < ?))`
-		}
 		type row struct {
 			status, owner  string
 			attempts       int
@@ -204,41 +206,34 @@ func (db *DB) claimBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error 
 			found[id] = &w
 			return err
 		}
-		// The claimed rows come back from the UPDATE itself where the database can
-		// return them (PostgreSQL, SQLite); the others (already sent, leased elsewhere,
-		// unknown: rare) are read afterwards.
-		missing := ids
-		if db.Dialect == Postgres {
-			// One statement text whatever the batch size: prepared once per connection.
-			if err := eachRow(ctx, tx, `UPDATE herald_deliveries SET status = $1, attempts = attempts + 1, lease_owner = $2,
-			lease_until = $3, updated_at = $4 WHERE id = ANY($5::text[]) AND (status = $6 OR (status = $7 AND lease_until < $8))
-			RETURNING `+cols, []any{string(notify.StatusSending), k.owner, until, t, anyStrings(ids),
-				string(notify.StatusQueued), string(notify.StatusSending), t}, scan); err != nil {
-				return fmt.Errorf("claiming %d deliveries: %w", len(ids), err)
-			}
-			missing = nil
-			for _, id := range ids {
-				if found[id.(string)] == nil {
-					missing = append(missing, id)
-				}
-			}
-		} else if db.Dialect == SQLite {
-			err := db.queryEach(ctx, tx, `UPDATE herald_deliveries SET status = ?, attempts = attempts + 1, lease_owner = ?,
-			lease_until = ?, updated_at = ? WHERE id = ? AND (status = ? OR (status = ? AND lease_until < ?)) RETURNING `+cols,
-				len(ids), func(i int) []any {
-					return []any{string(notify.StatusSending), k.owner, until, t, ids[i], string(notify.StatusQueued), string(notify.StatusSending), t}
-				}, scan)
-			if err != nil {
-				return fmt.Errorf("claiming %d deliveries: %w", len(ids), err)
-			}
-			missing = nil
-			for _, id := range ids {
-				if found[id.(string)] == nil {
-					missing = append(missing, id)
-				}
-			}
-		} else if _, err := tx.ExecContext(ctx, db.q(update), args...); err != nil {
+		// One UPDATE shape on every dialect, "WHERE id" completed by each: an array on
+		// PostgreSQL (one statement text whatever the batch size), one row at a time on
+		// SQLite, an IN list on MySQL. The claimed rows come back from the UPDATE itself
+		// where the database can return them (PostgreSQL, SQLite); the others (already
+		// sent, leased elsewhere, unknown: rare) are read afterwards.
+		const update = `UPDATE herald_deliveries SET status = ?, attempts = attempts + 1, lease_owner = ?,
+			lease_until = ?, updated_at = ? WHERE id `
+		const free = ` AND (status = ? OR (status = ? AND lease_until < ?))`
+		set := []any{string(notify.StatusSending), k.owner, until, t}
+		freeArgs := []any{string(notify.StatusQueued), string(notify.StatusSending), t}
+		var err error
+		switch db.Dialect {
+		case Postgres:
+			err = eachRow(ctx, tx, db.q(update+`= ANY(?::text[])`+free+` RETURNING `+cols),
+				slices.Concat(set, []any{anyStrings(ids)}, freeArgs), scan)
+		case SQLite:
+			err = db.queryEach(ctx, tx, update+`= ?`+free+` RETURNING `+cols, len(ids), func(i int) []any {
+				return slices.Concat(set, ids[i:i+1], freeArgs)
+			}, scan)
+		default:
+			_, err = tx.ExecContext(ctx, db.q(update+`IN (`+placeholders(len(ids))+`)`+free), slices.Concat(set, ids, freeArgs)...)
+		}
+		if err != nil {
 			return fmt.Errorf("claiming %d deliveries: %w", len(ids), err)
+		}
+		missing := ids // MySQL returns nothing from the UPDATE
+		if db.Dialect != MySQL {
+			missing = notFound(ids, found)
 		}
 		if len(missing) > 0 {
 			if err := db.eachRowIn(ctx, tx, `SELECT `+cols+` FROM herald_deliveries WHERE id `, missing, scan); err != nil {
@@ -321,7 +316,7 @@ func (db *DB) sentBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
 }
 
 // sandboxBatch records sandbox sends and returns their ids: in one INSERT … RETURNING on
-// PostgreSQL, one prepared INSERT … RETURNING per row on SQLite (execEach), one INSERT
+// PostgreSQL, one prepared INSERT … RETURNING per row on SQLite (queryEach), one INSERT
 // each on MySQL, whose multi-row insert reports the first id only.
 func (db *DB) sandboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
 	const insert = `INSERT INTO herald_sandbox_sends (delivery_id, channel, address, subject, body, accepted_at) VALUES `
@@ -381,35 +376,14 @@ type inboxArg struct {
 
 // inboxBatch adds inbox messages in one INSERT (a prepared one per row on SQLite; a
 // delivery already there is kept) and returns their ids: from the INSERT itself where
-// the database can (RETURNING on PostgreSQL and SQLite), then from one SELECT for the ones it did not insert (already
-// there: rare) or, on MySQL, for all.
+// the database can (RETURNING on PostgreSQL and SQLite), then from one SELECT for the
+// ones it did not insert (already there: rare) or, on MySQL, for all.
 func (db *DB) inboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
+	const insert = `INSERT INTO herald_inbox (recipient_id, delivery_id, event_type, title, body, created_at) `
 	ids := make([]any, 0, len(rs))
 	t := now()
 	for _, r := range rs {
 		ids = append(ids, r.arg.(inboxArg).deliveryID)
-	}
-	var insert string
-	var args []any
-	switch db.Dialect {
-	case MySQL:
-		args = make([]any, 0, 6*len(rs))
-		for _, r := range rs {
-			a := r.arg.(inboxArg)
-			args = append(args, a.recipientID, a.deliveryID, a.eventType, a.title, a.body, t)
-		}
-		insert = db.q(`INSERT INTO herald_inbox (recipient_id, delivery_id, event_type, title, body, created_at) VALUES ` +
-			strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?),", len(rs)), ",") + db.onConflictNothing("delivery_id"))
-	case Postgres:
-		var c [5][]string
-		for _, r := range rs {
-			a := r.arg.(inboxArg)
-			c[0], c[1], c[2] = append(c[0], a.recipientID), append(c[1], a.deliveryID), append(c[2], a.eventType)
-			c[3], c[4] = append(c[3], a.title), append(c[4], a.body)
-		}
-		insert = `INSERT INTO herald_inbox (recipient_id, delivery_id, event_type, title, body, created_at)
-			SELECT *, $6::bigint FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])` + db.onConflictNothing("delivery_id")
-		args = []any{c[0], c[1], c[2], c[3], c[4], t}
 	}
 	found := map[string]int64{}
 	scan := func(rows *sql.Rows) error {
@@ -419,31 +393,38 @@ func (db *DB) inboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error 
 		found[d] = id
 		return err
 	}
-	missing := ids
-	if db.Dialect == MySQL {
-		if _, err := tx.ExecContext(ctx, insert, args...); err != nil {
-			return fmt.Errorf("adding %d inbox messages: %w", len(rs), err)
+	var err error
+	switch db.Dialect {
+	case Postgres:
+		var c [5][]string
+		for _, r := range rs {
+			a := r.arg.(inboxArg)
+			c[0], c[1], c[2] = append(c[0], a.recipientID), append(c[1], a.deliveryID), append(c[2], a.eventType)
+			c[3], c[4] = append(c[3], a.title), append(c[4], a.body)
 		}
-	} else {
-		var err error
-		if db.Dialect == SQLite { // one prepared row at a time (execEach)
-			err = db.queryEach(ctx, tx, `INSERT INTO herald_inbox (recipient_id, delivery_id, event_type, title, body, created_at)
-				VALUES (?,?,?,?,?,?)`+db.onConflictNothing("delivery_id")+` RETURNING id, delivery_id`, len(rs), func(i int) []any {
+		err = eachRow(ctx, tx, insert+`SELECT *, $6::bigint FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])`+
+			db.onConflictNothing("delivery_id")+` RETURNING id, delivery_id`, []any{c[0], c[1], c[2], c[3], c[4], t}, scan)
+	case SQLite:
+		err = db.queryEach(ctx, tx, insert+`VALUES (?,?,?,?,?,?)`+db.onConflictNothing("delivery_id")+` RETURNING id, delivery_id`,
+			len(rs), func(i int) []any {
 				a := rs[i].arg.(inboxArg)
 				return []any{a.recipientID, a.deliveryID, a.eventType, a.title, a.body, t}
 			}, scan)
-		} else {
-			err = eachRow(ctx, tx, insert+` RETURNING id, delivery_id`, args, scan)
+	default:
+		args := make([]any, 0, 6*len(rs))
+		for _, r := range rs {
+			a := r.arg.(inboxArg)
+			args = append(args, a.recipientID, a.deliveryID, a.eventType, a.title, a.body, t)
 		}
-		if err != nil {
-			return fmt.Errorf("adding %d inbox messages: %w", len(rs), err)
-		}
-		missing = nil
-		for _, id := range ids {
-			if _, ok := found[id.(string)]; !ok {
-				missing = append(missing, id)
-			}
-		}
+		_, err = tx.ExecContext(ctx, db.q(insert+`VALUES `+strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?),", len(rs)), ",")+
+			db.onConflictNothing("delivery_id")), args...)
+	}
+	if err != nil {
+		return fmt.Errorf("adding %d inbox messages: %w", len(rs), err)
+	}
+	missing := ids // MySQL returns nothing from the INSERT
+	if db.Dialect != MySQL {
+		missing = notFound(ids, found)
 	}
 	if len(missing) > 0 {
 		if err := db.eachRowIn(ctx, tx, `SELECT id, delivery_id FROM herald_inbox WHERE delivery_id `, missing, scan); err != nil {
@@ -494,7 +475,7 @@ func (db *DB) fanOutBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error
 	if err != nil {
 		return err
 	}
-	// Bound the parameters of one statement (12 per delivery).
+	// Bound the parameters of one statement (12 per delivery) where the rows share one.
 	for i := 0; i < len(ds); i += 1000 {
 		if err := db.Deliveries().InsertQueued(ctx, tx, ds[i:min(i+1000, len(ds))]); err != nil {
 			return err

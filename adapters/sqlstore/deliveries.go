@@ -86,8 +86,8 @@ func (s *Deliveries) InsertQueued(ctx context.Context, tx Execer, ds []notify.De
 // recorded under another id: ids made before they sorted by time (notify.DeliveryID)
 // differ from the ids a redelivered event gets now, and such a delivery must not be
 // recorded, and sent, twice. A delivery recorded under its own id is kept (the insert
-// ignores it). One indexed query per batch, by event id (a group holds at most groupMax
-// fan-outs, so the list stays short).
+// ignores it). Read by event id through the event index: one query per batch (one per
+// event on SQLite, eachRowIn); a group holds at most groupMax fan-outs.
 func (s *Deliveries) unrecorded(ctx context.Context, tx *sql.Tx, ds []notify.Delivery) ([]notify.Delivery, error) {
 	if len(ds) == 0 {
 		return ds, nil

@@ -147,19 +147,15 @@ func (c *loadgenCmd) Run() error {
 		cfg.Progress = func(done, total int) { bar.ChangeMax(total); _ = bar.Set(done) }
 		defer bar.Finish() //nolint:errcheck // cosmetic
 	}
+	stopProfile := func() error { return nil }
 	if c.CPUProfile != "" {
-		f, err := os.Create(c.CPUProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close() //nolint:errcheck // closed after StopCPUProfile wrote it
-		if err := pprof.StartCPUProfile(f); err != nil {
+		if stopProfile, err = startCPUProfile(c.CPUProfile); err != nil {
 			return fmt.Errorf("--cpuprofile: %w", err)
 		}
 	}
 	res, err := loadgen.Run(ctx, db, herald, cfg)
-	if c.CPUProfile != "" {
-		pprof.StopCPUProfile()
+	if perr := stopProfile(); perr != nil {
+		err = errors.Join(err, fmt.Errorf("--cpuprofile: %w", perr))
 	}
 	if err != nil {
 		return err
@@ -192,4 +188,20 @@ func (c *loadgenCmd) Run() error {
 	}
 	fmt.Printf("  memory:      %.1f MB RSS at most\n", res.RSSMBMax)
 	return nil
+}
+
+// startCPUProfile profiles this process's CPU into the file at path until the returned
+// function stops it and closes the file.
+func startCPUProfile(path string) (stop func() error, err error) {
+	f, err := os.Create(path) //nolint:gosec // the operator names the file (--cpuprofile)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return nil, errors.Join(err, f.Close())
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
