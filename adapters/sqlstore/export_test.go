@@ -68,3 +68,7 @@ func BatchStatements(ctx context.Context, db *DB, sizes []int) ([]int, error) {
 	}
 	return counts, nil
 }
+
+// RecordedByEventPG is the PostgreSQL query that reads a fan-out batch's recorded
+// deliveries by event (for tests).
+const RecordedByEventPG = recordedByEventPG

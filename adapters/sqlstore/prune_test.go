@@ -98,22 +98,7 @@ func assertRows(t *testing.T, db *sqlstore.DB, topic string, want ...string) {
 	if db.Dialect == sqlstore.MySQL {
 		table = "`" + sqlstore.TopicTable(topic) + "`"
 	}
-	rows, err := db.R.Query(`SELECT uuid FROM ` + table + ` ORDER BY 1`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var got []string
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, u)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	got := queryStrings(t, db.R, `SELECT uuid FROM `+table+` ORDER BY 1`)
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("rows left %v, want %v", got, want)
 	}

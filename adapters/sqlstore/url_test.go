@@ -43,12 +43,13 @@ func TestMySQLURL(t *testing.T) {
 }
 
 // TestPostgresURLPlansEachExecution: Herald's PostgreSQL connections plan each execution
-// of a prepared statement (plan_cache_mode), unless the URL chooses.
+// of a prepared statement (plan_cache_mode) and compile no plan (jit), unless the URL
+// chooses.
 func TestPostgresURLPlansEachExecution(t *testing.T) {
-	for url, want := range map[string]string{
-		"postgres://h:5432/db?sslmode=disable":                                      "force_custom_plan",
-		"postgresql://u:p@h/db?plan_cache_mode=auto&search_path=s":                  "auto",
-		"postgres://h/db?application_name=herald&plan_cache_mode=force_custom_plan": "force_custom_plan",
+	for url, want := range map[string][2]string{
+		"postgres://h:5432/db?sslmode=disable":                                      {"force_custom_plan", "off"},
+		"postgresql://u:p@h/db?plan_cache_mode=auto&search_path=s&jit=on":           {"auto", "on"},
+		"postgres://h/db?application_name=herald&plan_cache_mode=force_custom_plan": {"force_custom_plan", "off"},
 	} {
 		d, dsn, err := sqlstore.ParseURL(url)
 		if err != nil || d != sqlstore.Postgres {
@@ -58,8 +59,8 @@ func TestPostgresURLPlansEachExecution(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", dsn, err)
 		}
-		if got := cfg.RuntimeParams["plan_cache_mode"]; got != want {
-			t.Fatalf("%s: plan_cache_mode %q, want %q", url, got, want)
+		if got := [2]string{cfg.RuntimeParams["plan_cache_mode"], cfg.RuntimeParams["jit"]}; got != want {
+			t.Fatalf("%s: plan_cache_mode and jit %q, want %q", url, got, want)
 		}
 	}
 	db, err := sqlstore.Open(context.Background(), testdb.Postgres(t))
@@ -70,5 +71,8 @@ func TestPostgresURLPlansEachExecution(t *testing.T) {
 	var mode string
 	if err := db.W.QueryRow(`SHOW plan_cache_mode`).Scan(&mode); err != nil || mode != "force_custom_plan" {
 		t.Fatalf("a Herald connection plans with %q (%v)", mode, err)
+	}
+	if err := db.W.QueryRow(`SHOW jit`).Scan(&mode); err != nil || mode != "off" {
+		t.Fatalf("a Herald connection has jit %q (%v)", mode, err)
 	}
 }
