@@ -97,8 +97,9 @@ const recordedByEventPG = `SELECT d.id, d.event_id, d.channel, d.address FROM un
 // recorded under another id: ids made before they sorted by time (notify.DeliveryID)
 // differ from the ids a redelivered event gets now, and such a delivery must not be
 // recorded, and sent, twice. A delivery recorded under its own id is kept (the insert
-// ignores it). Read by event id through the event index: one query per batch (one per
-// event on SQLite, eachRowIn); a group holds at most groupMax fan-outs.
+// ignores it). Read by event id through the event index: one query per batch, which
+// probes the index once per event (recordedByEventPG on PostgreSQL; one query per event
+// on SQLite, an IN list on MySQL); a group holds at most groupMax fan-outs.
 func (s *Deliveries) unrecorded(ctx context.Context, tx *sql.Tx, ds []notify.Delivery) ([]notify.Delivery, error) {
 	if len(ds) == 0 {
 		return ds, nil
