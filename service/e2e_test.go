@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,6 +76,14 @@ func startOn(t *testing.T, url string) *service.Service {
 // startWith opens a Service with cfg and runs its pipeline for the duration of the test.
 func startWith(t *testing.T, cfg config.Config) *service.Service {
 	t.Helper()
+	svc, _ := startStoppable(t, cfg)
+	return svc
+}
+
+// startStoppable opens a Service with cfg and runs its pipeline until stop is called or
+// the test ends. stop stops the pipeline and closes the Service, once.
+func startStoppable(t *testing.T, cfg config.Config) (svc *service.Service, stop func()) {
+	t.Helper()
 	logger := slog.New(slog.NewTextHandler(testLogWriter(), &slog.HandlerOptions{Level: slog.LevelError}))
 	svc, err := service.Open(context.Background(), cfg, logger)
 	if err != nil {
@@ -82,18 +91,22 @@ func startWith(t *testing.T, cfg config.Config) *service.Service {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("pipeline: %v", err)
+			}
+			if err := svc.Close(); err != nil {
+				t.Errorf("close: %v", err)
+			}
+		})
+	}
 	go func() { done <- svc.RunPipeline(ctx) }()
+	t.Cleanup(stop)
 	<-svc.Router.Running()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("pipeline: %v", err)
-		}
-		if err := svc.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	return svc
+	return svc, stop
 }
 
 func dec(s string) *decimal.Decimal {

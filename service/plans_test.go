@@ -4,14 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/heraldhq/herald/internal/testdb"
 	"github.com/heraldhq/herald/notify"
-	"github.com/heraldhq/herald/service"
 )
 
 // TestPostgresPipelineReadsNoWholeTable: on PostgreSQL the pipeline reaches the rows of
@@ -19,30 +16,17 @@ import (
 // statistics (new, or autovacuum off), so its cost does not grow with their size.
 // Events are delivered next to 90,000 recorded deliveries and 30,000 notifications,
 // and the rows PostgreSQL read by sequential scans of the two tables
-// (pg_stat_user_tables) must stay below 30,000, one reading of the smaller. A statement whose plan
-// read a whole table per batch (the earlier-id lookup, until it probed the event
-// index per event) made a 150,000-event run fall 88 s behind.
+// (pg_stat_user_tables) must stay below 30,000, one reading of the smaller. A
+// statement whose plan read a whole table per batch (the earlier-id lookup, until it
+// probed the event index per event) made a 150,000-event run fall 88 s behind.
 func TestPostgresPipelineReadsNoWholeTable(t *testing.T) {
 	t.Parallel()
 	url := testdb.Postgres(t)
-	logger := slog.New(slog.NewTextHandler(testLogWriter(), &slog.HandlerOptions{Level: slog.LevelError}))
 	// One committer: fan-outs wait for each other's commits and share the next
 	// transaction, so the batched statements carry many rows, as under load.
 	cfg := testConfig(url)
 	cfg.DBCommitters = 1
-	svc, err := service.Open(context.Background(), cfg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var closing sync.Once
-	closeSvc := func() {
-		closing.Do(func() {
-			if err := svc.Close(); err != nil {
-				t.Errorf("close: %v", err)
-			}
-		})
-	}
-	t.Cleanup(closeSvc)
+	svc, stop := startStoppable(t, cfg)
 	ctx := context.Background()
 	if _, err := svc.DB.W.ExecContext(ctx, `INSERT INTO herald_deliveries (id, event_id, event_type, channel, lane,
 		address, status, occurred_at, created_at, updated_at) SELECT 'dlv_old' || g, 'old-' || (g / 3), 'x', 'sms',
@@ -73,11 +57,6 @@ func TestPostgresPipelineReadsNoWholeTable(t *testing.T) {
 	}
 	before := seqRead()
 
-	runCtx, cancel := context.WithCancel(ctx)
-	t.Cleanup(cancel)
-	done := make(chan error, 1)
-	go func() { done <- svc.RunPipeline(runCtx) }()
-	<-svc.Router.Running()
 	putRecipient(t, svc, notify.Recipient{ID: "cust-1", Locale: "en", TimeZone: "Europe/London",
 		Contacts: notify.Contacts{Phone: "+8613800138000", Email: "alice@example.com"}})
 	// One transaction: the pipeline reads the events as one batch and fans them out
@@ -100,11 +79,7 @@ func TestPostgresPipelineReadsNoWholeTable(t *testing.T) {
 			return err == nil && d.Status.Terminal()
 		})
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("pipeline: %v", err)
-	}
-	closeSvc()
+	stop()
 	// A backend reports its counts at least once a second while busy and when it exits;
 	// wait until they stop changing.
 	read, last := seqRead(), int64(-1)

@@ -88,9 +88,9 @@ func ParseURL(raw string) (Dialect, string, error) {
 		// p99 of 40 s, against 939 and 0.7 s planned per execution; docs/performance.md).
 		// Nor do they gain from JIT compilation: each is short, and PostgreSQL compiles
 		// once a plan's estimated cost passes jit_above_cost, which an estimate made
-		// without statistics can reach on a large table (the event lookup,
-		// recordedByEventPG, did at 60,000 deliveries: 3 ms of compiling per batch for
-		// 1 ms of work). A URL that sets plan_cache_mode or jit keeps its own.
+		// without statistics can reach on a large table (the per-value probes of
+		// eachRowIn did at 60,000 deliveries: 3 ms of compiling per batch for 1 ms of
+		// work). A URL that sets plan_cache_mode or jit keeps its own.
 		q := u.Query()
 		for k, v := range map[string]string{"plan_cache_mode": "force_custom_plan", "jit": "off"} {
 			if q.Get(k) == "" {

@@ -82,24 +82,15 @@ func (s *Deliveries) InsertQueued(ctx context.Context, tx Execer, ds []notify.De
 	return nil
 }
 
-// recordedByEventPG reads the deliveries of the events in $1 one event at a time,
-// each through the event index. "event_id = ANY($1)" reads the same rows, but
-// PostgreSQL estimates it from the column's statistics, and without them (a table not
-// yet analyzed, or autovacuum off) it takes each of n ids to match 0.5% of the table:
-// from about 30 events on it chose to read the whole table, once per fan-out batch
-// (4.9 million rows read for 20,000 events in a loadgen run). The lateral subquery is
-// kept from being flattened into a join (OFFSET 0), so each event is one index probe
-// whatever the estimate.
-const recordedByEventPG = `SELECT d.id, d.event_id, d.channel, d.address FROM unnest($1::text[]) AS e(id)
-	CROSS JOIN LATERAL (SELECT id, event_id, channel, address FROM herald_deliveries WHERE event_id = e.id OFFSET 0) AS d`
+// recordedQuery reads recorded deliveries by event (eachRowIn).
+const recordedQuery = `SELECT id, event_id, channel, address FROM herald_deliveries WHERE event_id `
 
 // unrecorded returns ds without the deliveries whose event, channel and address are
 // recorded under another id: ids made before they sorted by time (notify.DeliveryID)
 // differ from the ids a redelivered event gets now, and such a delivery must not be
 // recorded, and sent, twice. A delivery recorded under its own id is kept (the insert
-// ignores it). Read by event id through the event index: one query per batch, which
-// probes the index once per event (recordedByEventPG on PostgreSQL; one query per event
-// on SQLite, an IN list on MySQL); a group holds at most groupMax fan-outs.
+// ignores it). Read by event id through the event index, one probe per event
+// (eachRowIn); a group holds at most groupMax fan-outs.
 func (s *Deliveries) unrecorded(ctx context.Context, tx *sql.Tx, ds []notify.Delivery) ([]notify.Delivery, error) {
 	if len(ds) == 0 {
 		return ds, nil
@@ -123,13 +114,7 @@ func (s *Deliveries) unrecorded(ctx context.Context, tx *sql.Tx, ds []notify.Del
 		recorded[t] = id
 		return nil
 	}
-	var err error
-	if s.db.Dialect == Postgres {
-		err = eachRow(ctx, tx, recordedByEventPG, []any{anyStrings(events)}, scan)
-	} else {
-		err = s.db.eachRowIn(ctx, tx, `SELECT id, event_id, channel, address FROM herald_deliveries WHERE event_id `, events, scan)
-	}
-	if err != nil {
+	if err := s.db.eachRowIn(ctx, tx, recordedQuery, events, scan); err != nil {
 		return nil, fmt.Errorf("reading recorded deliveries: %w", err)
 	}
 	if len(recorded) == 0 {

@@ -71,4 +71,4 @@ func BatchStatements(ctx context.Context, db *DB, sizes []int) ([]int, error) {
 
 // RecordedByEventPG is the PostgreSQL query that reads a fan-out batch's recorded
 // deliveries by event (for tests).
-const RecordedByEventPG = recordedByEventPG
+var RecordedByEventPG = probeEachPG(recordedQuery)
