@@ -30,6 +30,7 @@ const (
 	batchSandbox
 	batchInbox
 	batchFanOut
+	batchExec // a statement whose result nobody reads (a subscription's ack); arg is a wsql.Query in the dialect's placeholders
 	numBatchKinds
 )
 
@@ -45,6 +46,14 @@ func (db *DB) runBatch(ctx context.Context, tx *sql.Tx, k batchKind, rs []*group
 		return db.inboxBatch(ctx, tx, rs)
 	case batchFanOut:
 		return db.fanOutBatch(ctx, tx, rs)
+	case batchExec:
+		for _, r := range rs {
+			q := r.arg.(wsql.Query)
+			if _, err := tx.ExecContext(ctx, q.Query, q.Args...); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	return fmt.Errorf("sqlstore: unknown batch kind %d", k)
 }
@@ -68,9 +77,14 @@ func placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
 }
 
-// eachRow runs a query in tx and calls scan for each row.
-func eachRow(ctx context.Context, tx *sql.Tx, query string, args []any, scan func(*sql.Rows) error) error {
-	rows, err := tx.QueryContext(ctx, query, args...)
+// sqlQuerier runs queries: a *sql.DB or a *sql.Tx.
+type sqlQuerier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// eachRow runs a query on q and calls scan for each row.
+func eachRow(ctx context.Context, q sqlQuerier, query string, args []any, scan func(*sql.Rows) error) error {
+	rows, err := q.QueryContext(ctx, query, args...)
 	return scanRows(rows, err, scan)
 }
 
@@ -91,13 +105,10 @@ func scanRows(rows *sql.Rows, err error, scan func(*sql.Rows) error) error {
 
 // eachRowIn runs query, which ends in "WHERE <column> ", for the rows whose text column
 // is one of values, and calls scan for each row (a value given twice reads its rows
-// twice): one probe per value on PostgreSQL (probeEachPG; one statement text whatever
-// the count), "= ?" once per value on SQLite (queryEach), "IN (?, ...)" on MySQL.
+// twice): "= ?" once per value on SQLite (queryEach), "IN (?, ...)" on MySQL. PostgreSQL's
+// group transactions (pipeline.go) read by value with probeEachPG.
 func (db *DB) eachRowIn(ctx context.Context, tx *sql.Tx, query string, values []any, scan func(*sql.Rows) error) error {
-	switch db.Dialect {
-	case Postgres:
-		return eachRow(ctx, tx, probeEachPG(query), []any{anyStrings(values)}, scan)
-	case SQLite:
+	if db.Dialect == SQLite {
 		return db.queryEach(ctx, tx, query+`= ?`, len(values), func(i int) []any { return values[i : i+1] }, scan)
 	}
 	return eachRow(ctx, tx, db.q(query+`IN (`+placeholders(len(values))+`)`), values, scan)
@@ -176,98 +187,132 @@ type claimOut struct {
 	err error // ErrNotFound: a result, not a failure of the batch
 }
 
-// claimBatch claims deliveries: one UPDATE of all rows that are free (a prepared one per
-// row on SQLite), then one SELECT that tells each request what it got. A row this batch
-// leased carries its owner and its lease end (now + lease, to the microsecond); the
-// first request of an id gets it, a repeat of the id in the same batch finds it busy.
-func (db *DB) claimBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
+// claims is the claims of one lease (owner and duration) in a group transaction.
+type claims struct {
+	rs       []*groupReq
+	owner    string
+	ids      []any
+	t, until int64 // now, and the lease's end (now + lease, to the microsecond)
+	found    map[string]*claimRow
+}
+
+type claimRow struct {
+	status, owner  string
+	attempts       int
+	until, created int64
+	taken          bool
+}
+
+// The claim: one UPDATE shape on every dialect, "WHERE id" completed by each: an array
+// on PostgreSQL (one statement text whatever the batch size), one row at a time on
+// SQLite, an IN list on MySQL. The claimed rows come back from the UPDATE itself where
+// the database can return them (PostgreSQL, SQLite); the others (already sent, leased
+// elsewhere, unknown: rare) are read afterwards.
+const (
+	claimCols   = `id, status, attempts, lease_owner, lease_until, created_at`
+	claimUpdate = `UPDATE herald_deliveries SET status = ?, attempts = attempts + 1, lease_owner = ?,
+			lease_until = ?, updated_at = ? WHERE id `
+	claimFree     = ` AND (status = ? OR (status = ? AND lease_until < ?))`
+	claimUpdatePG = `UPDATE herald_deliveries SET status = $1, attempts = attempts + 1, lease_owner = $2,
+			lease_until = $3, updated_at = $4 WHERE id = ANY($5::text[]) AND (status = $6 OR (status = $7 AND lease_until < $8)) RETURNING ` + claimCols
+	claimReadQuery = `SELECT ` + claimCols + ` FROM herald_deliveries WHERE id `
+)
+
+// groupClaims groups claim requests by lease, in the order of their first request.
+func groupClaims(rs []*groupReq) []*claims {
 	type leaseKey struct {
 		owner string
 		lease time.Duration
 	}
-	groups := map[leaseKey][]*groupReq{}
-	var order []leaseKey
+	byKey := map[leaseKey]*claims{}
+	var out []*claims
 	for _, r := range rs {
 		a := r.arg.(claimArg)
 		k := leaseKey{a.owner, a.lease}
-		if _, ok := groups[k]; !ok {
-			order = append(order, k)
+		c := byKey[k]
+		if c == nil {
+			t := now()
+			c = &claims{owner: a.owner, t: t, until: t + a.lease.Microseconds(), found: map[string]*claimRow{}}
+			byKey[k] = c
+			out = append(out, c)
 		}
-		groups[k] = append(groups[k], r)
+		c.rs = append(c.rs, r)
+		c.ids = append(c.ids, a.id)
 	}
-	for _, k := range order {
-		g := groups[k]
-		t := now()
-		until := t + k.lease.Microseconds()
-		ids := make([]any, len(g))
-		for i, r := range g {
-			ids[i] = r.arg.(claimArg).id
+	return out
+}
+
+func (c *claims) setArgs() []any {
+	return []any{string(notify.StatusSending), c.owner, c.until, c.t}
+}
+
+func (c *claims) freeArgs() []any {
+	return []any{string(notify.StatusQueued), string(notify.StatusSending), c.t}
+}
+
+func (c *claims) updateArgsPG() []any {
+	return slices.Concat(c.setArgs(), []any{anyStrings(c.ids)}, c.freeArgs())
+}
+
+// scan reads a row of claimCols.
+func (c *claims) scan(row scanner) error {
+	var id string
+	var w claimRow
+	err := row.Scan(&id, &w.status, &w.attempts, &w.owner, &w.until, &w.created)
+	c.found[id] = &w
+	return err
+}
+
+// resolve tells each request what it got: a row this batch leased carries its owner
+// and its lease end; the first request of an id gets it, a repeat of the id in the
+// same batch finds it busy.
+func (c *claims) resolve() {
+	for _, r := range c.rs {
+		w := c.found[r.arg.(claimArg).id]
+		if w == nil {
+			r.out = claimOut{err: ErrNotFound}
+			continue
 		}
-		type row struct {
-			status, owner  string
-			attempts       int
-			until, created int64
-			taken          bool
+		st := notify.Status(w.status)
+		cl := Claim{State: ClaimBusy, Status: st, Attempts: w.attempts, LeaseUntil: fromMicros(w.until), CreatedAt: fromMicros(w.created)}
+		switch {
+		case st == notify.StatusSending && w.owner == c.owner && w.until == c.until && !w.taken:
+			cl.State, w.taken = Claimed, true
+		case st.Terminal():
+			cl.State = ClaimDone
 		}
-		found := map[string]*row{}
-		const cols = `id, status, attempts, lease_owner, lease_until, created_at`
-		scan := func(rows *sql.Rows) error {
-			var id string
-			var w row
-			err := rows.Scan(&id, &w.status, &w.attempts, &w.owner, &w.until, &w.created)
-			found[id] = &w
-			return err
-		}
-		// One UPDATE shape on every dialect, "WHERE id" completed by each: an array on
-		// PostgreSQL (one statement text whatever the batch size), one row at a time on
-		// SQLite, an IN list on MySQL. The claimed rows come back from the UPDATE itself
-		// where the database can return them (PostgreSQL, SQLite); the others (already
-		// sent, leased elsewhere, unknown: rare) are read afterwards.
-		const update = `UPDATE herald_deliveries SET status = ?, attempts = attempts + 1, lease_owner = ?,
-			lease_until = ?, updated_at = ? WHERE id `
-		const free = ` AND (status = ? OR (status = ? AND lease_until < ?))`
-		set := []any{string(notify.StatusSending), k.owner, until, t}
-		freeArgs := []any{string(notify.StatusQueued), string(notify.StatusSending), t}
+		r.out = claimOut{c: cl}
+	}
+}
+
+// claimBatch claims deliveries on SQLite and MySQL (PostgreSQL: claimPG): one UPDATE of
+// all rows that are free (a prepared one per row on SQLite), then one SELECT of the
+// rows it did not return.
+func (db *DB) claimBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
+	for _, c := range groupClaims(rs) {
+		scan := func(rows *sql.Rows) error { return c.scan(rows) }
 		var err error
-		switch db.Dialect {
-		case Postgres:
-			err = eachRow(ctx, tx, db.q(update+`= ANY(?::text[])`+free+` RETURNING `+cols),
-				slices.Concat(set, []any{anyStrings(ids)}, freeArgs), scan)
-		case SQLite:
-			err = db.queryEach(ctx, tx, update+`= ?`+free+` RETURNING `+cols, len(ids), func(i int) []any {
-				return slices.Concat(set, ids[i:i+1], freeArgs)
+		if db.Dialect == SQLite {
+			err = db.queryEach(ctx, tx, claimUpdate+`= ?`+claimFree+` RETURNING `+claimCols, len(c.ids), func(i int) []any {
+				return slices.Concat(c.setArgs(), c.ids[i:i+1], c.freeArgs())
 			}, scan)
-		default:
-			_, err = tx.ExecContext(ctx, db.q(update+`IN (`+placeholders(len(ids))+`)`+free), slices.Concat(set, ids, freeArgs)...)
+		} else {
+			_, err = tx.ExecContext(ctx, db.q(claimUpdate+`IN (`+placeholders(len(c.ids))+`)`+claimFree),
+				slices.Concat(c.setArgs(), c.ids, c.freeArgs())...)
 		}
 		if err != nil {
-			return fmt.Errorf("claiming %d deliveries: %w", len(ids), err)
+			return fmt.Errorf("claiming %d deliveries: %w", len(c.ids), err)
 		}
-		missing := ids // MySQL returns nothing from the UPDATE
+		missing := c.ids // MySQL returns nothing from the UPDATE
 		if db.Dialect != MySQL {
-			missing = notFound(ids, found)
+			missing = notFound(c.ids, c.found)
 		}
 		if len(missing) > 0 {
-			if err := db.eachRowIn(ctx, tx, `SELECT `+cols+` FROM herald_deliveries WHERE id `, missing, scan); err != nil {
-				return fmt.Errorf("reading %d claims: %w", len(ids), err)
+			if err := db.eachRowIn(ctx, tx, claimReadQuery, missing, scan); err != nil {
+				return fmt.Errorf("reading %d claims: %w", len(c.ids), err)
 			}
 		}
-		for _, r := range g {
-			w := found[r.arg.(claimArg).id]
-			if w == nil {
-				r.out = claimOut{err: ErrNotFound}
-				continue
-			}
-			st := notify.Status(w.status)
-			c := Claim{State: ClaimBusy, Status: st, Attempts: w.attempts, LeaseUntil: fromMicros(w.until), CreatedAt: fromMicros(w.created)}
-			switch {
-			case st == notify.StatusSending && w.owner == k.owner && w.until == until && !w.taken:
-				c.State, w.taken = Claimed, true
-			case st.Terminal():
-				c.State = ClaimDone
-			}
-			r.out = claimOut{c: c}
-		}
+		c.resolve()
 	}
 	return nil
 }
@@ -278,23 +323,9 @@ type sentArg struct {
 	at time.Time
 }
 
-// sentBatch marks deliveries sent in one UPDATE (CASE per column for the per-row values).
+// sentBatch marks deliveries sent: one prepared UPDATE per row on SQLite, one UPDATE with
+// a CASE per column for the per-row values on MySQL (PostgreSQL: sentPG).
 func (db *DB) sentBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
-	if db.Dialect == Postgres {
-		ids, prov, pmid, at := make([]string, len(rs)), make([]string, len(rs)), make([]string, len(rs)), make([]int64, len(rs))
-		for i, r := range rs {
-			a := r.arg.(sentArg)
-			ids[i], prov[i], pmid[i], at[i] = a.id, a.r.Provider, a.r.ProviderMessageID, a.at.UnixMicro()
-		}
-		_, err := tx.ExecContext(ctx, `UPDATE herald_deliveries AS d SET status = $1, provider = v.provider,
-		provider_message_id = v.pmid, sent_at = v.at, last_error = '', lease_owner = '', lease_until = 0, updated_at = $2
-		FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[]) AS v(id, provider, pmid, at) WHERE d.id = v.id`,
-			string(notify.StatusSent), now(), ids, prov, pmid, at)
-		if err != nil {
-			return fmt.Errorf("marking %d deliveries sent: %w", len(ids), err)
-		}
-		return nil
-	}
 	if db.Dialect == SQLite {
 		t := now()
 		return db.execEach(ctx, tx, `UPDATE herald_deliveries SET status = ?, provider = ?, provider_message_id = ?, sent_at = ?,
@@ -327,9 +358,9 @@ func (db *DB) sentBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
 	return nil
 }
 
-// sandboxBatch records sandbox sends and returns their ids: in one INSERT … RETURNING on
-// PostgreSQL, one prepared INSERT … RETURNING per row on SQLite (queryEach), one INSERT
-// each on MySQL, whose multi-row insert reports the first id only.
+// sandboxBatch records sandbox sends and returns their ids: one prepared INSERT …
+// RETURNING per row on SQLite (queryEach), one INSERT each on MySQL, whose multi-row
+// insert reports the first id only (PostgreSQL: sandboxPG).
 func (db *DB) sandboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
 	const insert = `INSERT INTO herald_sandbox_sends (delivery_id, channel, address, subject, body, accepted_at) VALUES `
 	if db.Dialect == MySQL {
@@ -351,24 +382,10 @@ func (db *DB) sandboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) erro
 		ids[d] = append(ids[d], id)
 		return err
 	}
-	var err error
-	if db.Dialect == Postgres {
-		var c [5][]string
-		at := make([]int64, len(rs))
-		for i, r := range rs {
-			a := r.arg.(SandboxSend)
-			c[0], c[1], c[2] = append(c[0], a.DeliveryID), append(c[1], a.Channel), append(c[2], a.Address)
-			c[3], c[4], at[i] = append(c[3], a.Subject), append(c[4], a.Body), a.AcceptedAt.UnixMicro()
-		}
-		err = eachRow(ctx, tx, `INSERT INTO herald_sandbox_sends (delivery_id, channel, address, subject, body, accepted_at)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[]) RETURNING id, delivery_id`,
-			[]any{c[0], c[1], c[2], c[3], c[4], at}, scan)
-	} else {
-		err = db.queryEach(ctx, tx, insert+`(?,?,?,?,?,?) RETURNING id, delivery_id`, len(rs), func(i int) []any {
-			a := rs[i].arg.(SandboxSend)
-			return []any{a.DeliveryID, a.Channel, a.Address, a.Subject, a.Body, a.AcceptedAt.UnixMicro()}
-		}, scan)
-	}
+	err := db.queryEach(ctx, tx, insert+`(?,?,?,?,?,?) RETURNING id, delivery_id`, len(rs), func(i int) []any {
+		a := rs[i].arg.(SandboxSend)
+		return []any{a.DeliveryID, a.Channel, a.Address, a.Subject, a.Body, a.AcceptedAt.UnixMicro()}
+	}, scan)
 	if err != nil {
 		return fmt.Errorf("recording %d sandbox sends: %w", len(rs), err)
 	}
@@ -387,9 +404,9 @@ type inboxArg struct {
 }
 
 // inboxBatch adds inbox messages in one INSERT (a prepared one per row on SQLite; a
-// delivery already there is kept) and returns their ids: from the INSERT itself where
-// the database can (RETURNING on PostgreSQL and SQLite), then from one SELECT for the
-// ones it did not insert (already there: rare) or, on MySQL, for all.
+// delivery already there is kept) and returns their ids: from the INSERT itself on
+// SQLite (RETURNING), then from one SELECT for the ones it did not insert (already
+// there: rare) or, on MySQL, for all (PostgreSQL: inboxPG).
 func (db *DB) inboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
 	const insert = `INSERT INTO herald_inbox (recipient_id, delivery_id, event_type, title, body, created_at) `
 	ids := make([]any, 0, len(rs))
@@ -407,15 +424,6 @@ func (db *DB) inboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error 
 	}
 	var err error
 	switch db.Dialect {
-	case Postgres:
-		var c [5][]string
-		for _, r := range rs {
-			a := r.arg.(inboxArg)
-			c[0], c[1], c[2] = append(c[0], a.recipientID), append(c[1], a.deliveryID), append(c[2], a.eventType)
-			c[3], c[4] = append(c[3], a.title), append(c[4], a.body)
-		}
-		err = eachRow(ctx, tx, insert+`SELECT *, $6::bigint FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])`+
-			db.onConflictNothing("delivery_id")+` RETURNING id, delivery_id`, []any{c[0], c[1], c[2], c[3], c[4], t}, scan)
 	case SQLite:
 		err = db.queryEach(ctx, tx, insert+`VALUES (?,?,?,?,?,?)`+db.onConflictNothing("delivery_id")+` RETURNING id, delivery_id`,
 			len(rs), func(i int) []any {
@@ -459,14 +467,11 @@ type fanOutArg struct {
 	msgs map[string][]*message.Message
 }
 
-// fanOutBatch records the notifications and deliveries of many events in one INSERT
-// each and publishes their messages with one INSERT per topic, in request order (so
-// a topic keeps the order in which the events were handed out).
-func (db *DB) fanOutBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
-	var ns []NotificationRecord
-	var ds []notify.Delivery
-	byTopic := map[string][]*message.Message{}
-	var topics []string
+// fanOutRows gathers the notifications, deliveries and messages of fan-out requests;
+// topics in the order of their first message, so that a topic keeps the order in which
+// the events were handed out.
+func fanOutRows(rs []*groupReq) (ns []NotificationRecord, ds []notify.Delivery, topics []string, byTopic map[string][]*message.Message) {
+	byTopic = map[string][]*message.Message{}
 	for _, r := range rs {
 		a := r.arg.(fanOutArg)
 		if a.n.ID != "" { // a fallback adds a delivery to a recorded notification
@@ -480,6 +485,14 @@ func (db *DB) fanOutBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error
 			byTopic[topic] = append(byTopic[topic], ms...)
 		}
 	}
+	return ns, ds, topics, byTopic
+}
+
+// fanOutBatch records the notifications and deliveries of many events in one INSERT
+// each and publishes their messages with one INSERT per topic, in request order (so
+// a topic keeps the order in which the events were handed out). PostgreSQL: fanOutPG.
+func (db *DB) fanOutBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
+	ns, ds, topics, byTopic := fanOutRows(rs)
 	if err := db.Notifications().Record(ctx, tx, ns); err != nil {
 		return err
 	}

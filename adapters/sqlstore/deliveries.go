@@ -35,17 +35,10 @@ func (s *Deliveries) InsertQueued(ctx context.Context, tx Execer, ds []notify.De
 	}
 	t := now()
 	if s.db.Dialect == Postgres { // one statement text for any count (batch.go)
-		var c [8][]string
-		occ := make([]int64, len(ds))
-		for i, d := range ds {
-			c[0], c[1], c[2], c[3] = append(c[0], d.ID), append(c[1], d.EventID), append(c[2], d.EventType), append(c[3], string(d.Channel))
-			c[4], c[5], c[6], c[7] = append(c[4], string(d.Lane)), append(c[5], d.RecipientID), append(c[6], string(d.Address)), append(c[7], d.FallbackOf)
-			occ[i] = d.OccurredAt.UnixMicro()
-		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO herald_deliveries (id, event_id, event_type, channel, lane, recipient_id, address,
 		fallback_of, occurred_at, status, created_at, updated_at) SELECT *, $10, $11::bigint, $11::bigint FROM unnest($1::text[],
 		$2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[])`+s.db.onConflictNothing("id"),
-			c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], occ, string(notify.StatusQueued), t); err != nil {
+			queuedArgsPG(ds, t)...); err != nil {
 			return fmt.Errorf("inserting deliveries: %w", err)
 		}
 		return nil
@@ -82,6 +75,19 @@ func (s *Deliveries) InsertQueued(ctx context.Context, tx Execer, ds []notify.De
 	return nil
 }
 
+// queuedArgsPG returns the arguments of PostgreSQL's insert of queued deliveries at
+// time t: a column array each, the status, the time.
+func queuedArgsPG(ds []notify.Delivery, t int64) []any {
+	var c [8][]string
+	occ := make([]int64, len(ds))
+	for i, d := range ds {
+		c[0], c[1], c[2], c[3] = append(c[0], d.ID), append(c[1], d.EventID), append(c[2], d.EventType), append(c[3], string(d.Channel))
+		c[4], c[5], c[6], c[7] = append(c[4], string(d.Lane)), append(c[5], d.RecipientID), append(c[6], string(d.Address)), append(c[7], d.FallbackOf)
+		occ[i] = d.OccurredAt.UnixMicro()
+	}
+	return []any{c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], occ, string(notify.StatusQueued), t}
+}
+
 // recordedQuery reads recorded deliveries by event (eachRowIn).
 const recordedQuery = `SELECT id, event_id, channel, address FROM herald_deliveries WHERE event_id `
 
@@ -89,8 +95,9 @@ const recordedQuery = `SELECT id, event_id, channel, address FROM herald_deliver
 // recorded under another id: ids made before they sorted by time (notify.DeliveryID)
 // differ from the ids a redelivered event gets now, and such a delivery must not be
 // recorded, and sent, twice. A delivery recorded under its own id is kept (the insert
-// ignores it). Read by event id through the event index, one probe per event
-// (eachRowIn); a group holds at most groupMax fan-outs.
+// ignores it). Read by event id through the event index (eachRowIn); a group holds at
+// most groupMax fan-outs. SQLite and MySQL; on PostgreSQL the insert itself skips them
+// (insertUnrecordedPG).
 func (s *Deliveries) unrecorded(ctx context.Context, tx *sql.Tx, ds []notify.Delivery) ([]notify.Delivery, error) {
 	if len(ds) == 0 {
 		return ds, nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/heraldhq/herald/notify"
@@ -56,7 +57,11 @@ func BatchStatements(ctx context.Context, db *DB, sizes []int) ([]int, error) {
 			{batchSent, func(i int) any { return sentArg{id: id(i), r: notify.Receipt{Provider: "p"}, at: time.Now()} }},
 		}
 		for _, s := range steps {
-			if err := db.runBatch(ctx, tx, s.kind, reqs(s.arg)); err != nil {
+			var g pgGroup
+			if err := db.buildPG(&g, s.kind, reqs(s.arg)); err != nil {
+				return nil, err
+			}
+			if err := g.exec(ctx, tx); err != nil {
 				return nil, err
 			}
 		}
@@ -69,6 +74,40 @@ func BatchStatements(ctx context.Context, db *DB, sizes []int) ([]int, error) {
 	return counts, nil
 }
 
-// RecordedByEventPG is the PostgreSQL query that reads a fan-out batch's recorded
-// deliveries by event (for tests).
-var RecordedByEventPG = probeEachPG(recordedQuery)
+// InsertUnrecordedPG is the PostgreSQL statement that inserts a fan-out batch's
+// deliveries except those recorded under other ids (for tests).
+const InsertUnrecordedPG = insertUnrecordedPG
+
+// GroupWrite is a write of a test's group transaction: a claim of ClaimID by Owner, or
+// the statement Exec.
+type GroupWrite struct {
+	ClaimID, Owner, Exec string
+}
+
+// GroupResult is what a GroupWrite got.
+type GroupResult struct {
+	Err   error
+	Claim Claim
+}
+
+// CommitGroup runs writes as one group transaction, as the committers do, and returns
+// what each got (for tests).
+func CommitGroup(db *DB, writes []GroupWrite) []GroupResult {
+	batch := make([]*groupReq, len(writes))
+	for i, w := range writes {
+		r := &groupReq{kind: batchExec, arg: wsql.Query{Query: w.Exec}, done: make(chan error, 1)}
+		if w.Exec == "" {
+			r.kind, r.arg = batchClaim, claimArg{id: w.ClaimID, owner: w.Owner, lease: time.Minute}
+		}
+		batch[i] = r
+	}
+	db.commitGroup(batch)
+	out := make([]GroupResult, len(batch))
+	for i, r := range batch {
+		out[i].Err = <-r.done
+		if c, ok := r.out.(claimOut); ok && out[i].Err == nil {
+			out[i].Claim, out[i].Err = c.c, c.err
+		}
+	}
+	return out
+}

@@ -30,6 +30,9 @@ type groupReq struct {
 	kind batchKind
 	arg  any // the kind's argument
 	out  any // the kind's result, set by its batch
+	// err is this request's failure found after its transaction committed (a read of
+	// the results, pipeline.go); the others' writes stand.
+	err  error
 	done chan error
 }
 
@@ -131,17 +134,27 @@ func (db *DB) commitGroup(batch []*groupReq) {
 	if len(batch) > 1 {
 		if err := db.runGroup(ctx, batch); err == nil {
 			for _, r := range batch {
-				r.done <- nil
+				r.done <- r.err
 			}
 			return
 		}
 	}
 	for _, r := range batch {
-		r.done <- db.runGroup(ctx, []*groupReq{r})
+		err := db.runGroup(ctx, []*groupReq{r})
+		if err == nil {
+			err = r.err
+		}
+		r.done <- err
 	}
 }
 
 func (db *DB) runGroup(ctx context.Context, batch []*groupReq) error {
+	for _, r := range batch {
+		r.err = nil
+	}
+	if db.Dialect == Postgres {
+		return db.runGroupPG(ctx, batch)
+	}
 	tx, err := db.W.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("beginning transaction: %w", err)

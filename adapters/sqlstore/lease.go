@@ -171,8 +171,5 @@ func (s *Subscriber) leasedBatch(ctx, readCtx context.Context, conn *stdsql.Conn
 
 // groupExec runs a subscriber's write in a group transaction.
 func (s *Subscriber) groupExec(ctx context.Context, q wsql.Query) error {
-	return s.store.Group(ctx, func(ctx context.Context, tx *stdsql.Tx) error {
-		_, err := tx.ExecContext(ctx, q.Query, q.Args...)
-		return err
-	})
+	return s.store.submit(ctx, &groupReq{kind: batchExec, arg: q})
 }

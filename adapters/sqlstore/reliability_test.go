@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -233,6 +234,75 @@ func TestFanOutKeepsDeliveriesRecordedUnderEarlierIDs(t *testing.T) {
 		}
 		if _, err := db.Deliveries().IDFor(ctx, "e-up", notify.ChannelEmail, "+8613800138000"); !errors.Is(err, sqlstore.ErrNotFound) {
 			t.Fatalf("IDFor of no delivery: %v, want ErrNotFound", err)
+		}
+	})
+}
+
+// A write of a group transaction that fails fails only itself: the group is run again
+// one write at a time, and the others get what they would have got alone. On
+// PostgreSQL the group is one pipeline, and a claim that finds its row taken by the same
+// group, or no row, learns it from a read after the commit.
+func TestGroupFailureFailsOnlyItsWrite(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		var ds []notify.Delivery
+		for i := 0; i < 3; i++ {
+			ds = append(ds, notify.Delivery{ID: fmt.Sprintf("g%d", i), EventID: "e1", EventType: "x", Channel: notify.ChannelSMS,
+				Lane: notify.LaneNormal, Address: notify.Address(fmt.Sprintf("+861380013800%d", i)), OccurredAt: time.Now()})
+		}
+		if err := db.Deliveries().InsertQueued(ctx, db.W, ds); err != nil {
+			t.Fatal(err)
+		}
+		for _, single := range []bool{false, true} {
+			writes := []sqlstore.GroupWrite{
+				{ClaimID: "g0", Owner: "o"},
+				{ClaimID: "g0", Owner: "o"}, // the same row again: taken by the first
+				{ClaimID: "nope", Owner: "o"},
+				{Exec: "UPDATE herald_deliveries SET no_such_column = 1"},
+				{ClaimID: "g1", Owner: "o"},
+				{Exec: "UPDATE herald_deliveries SET last_error = 'marked' WHERE id = 'g2'"},
+			}
+			if single { // the same group without the failing write: committed as one
+				writes = append(writes[:3], writes[4:]...)
+				if _, err := db.W.ExecContext(ctx, `UPDATE herald_deliveries SET status = 'queued', lease_owner = '', lease_until = 0, last_error = ''`); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := sqlstore.CommitGroup(db, writes)
+			want := []struct {
+				state sqlstore.ClaimState
+				err   string
+			}{{state: sqlstore.Claimed}, {state: sqlstore.ClaimBusy}, {err: sqlstore.ErrNotFound.Error()}, {err: "no_such_column"},
+				{state: sqlstore.Claimed}, {}}
+			if single {
+				want = append(want[:3], want[4:]...)
+			}
+			for i, w := range want {
+				g := got[i]
+				switch {
+				case w.err != "":
+					if g.Err == nil || !strings.Contains(g.Err.Error(), w.err) {
+						t.Errorf("single=%v write %d: error %v, want one naming %q", single, i, g.Err, w.err)
+					}
+				case g.Err != nil:
+					t.Errorf("single=%v write %d: %v", single, i, g.Err)
+				case writes[i].Exec == "" && g.Claim.State != w.state:
+					t.Errorf("single=%v write %d (claim of %s): state %v, want %v", single, i, writes[i].ClaimID, g.Claim.State, w.state)
+				}
+			}
+			for id, want := range map[string]string{"g0": "sending", "g1": "sending", "g2": "queued"} {
+				d, err := db.Deliveries().Get(ctx, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(d.Status) != want {
+					t.Errorf("single=%v: %s is %s, want %s", single, id, d.Status, want)
+				}
+				if id == "g2" && d.LastError != "marked" {
+					t.Errorf("single=%v: the good write of the group was not committed: last_error %q", single, d.LastError)
+				}
+			}
 		}
 	})
 }

@@ -1,0 +1,346 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/heraldhq/herald/notify"
+)
+
+// PostgreSQL group transactions in one round trip. Each statement of a group transaction
+// costs a round trip to the server, and so do BEGIN and COMMIT: at a steady rate, where
+// groups are small, Herald spent five to six round trips per event, and each one costs
+// both processes a wake-up (docs/performance.md, "pipelined group transactions"). On
+// PostgreSQL a group is therefore built as a list of statements (pgGroup) that
+// depend on no earlier statement's result, and sent as one pipeline (pgx's batch: the
+// statements, then one Sync, which makes them one implicit transaction, committed at the
+// Sync or rolled back at the first error). What a statement returns is read when the
+// pipeline's results come back. What needs a further read, rare (a claim of a row that
+// was not free, an inbox message already there), reads it after the commit: those rows
+// were not written by the group, so reading them after it tells the same. A group that
+// holds a write of its own (Group's fn, which needs a *sql.Tx) runs the same statements
+// one by one in a database/sql transaction instead.
+
+// scanner is a row of a result: *sql.Rows or pgx.Rows.
+type scanner interface {
+	Scan(dest ...any) error
+}
+
+// pgStmt is one statement of a PostgreSQL group transaction; row, when set, is called
+// for each row it returns.
+type pgStmt struct {
+	query string
+	args  []any
+	row   func(scanner) error
+}
+
+// pgGroup is a PostgreSQL group transaction being built.
+type pgGroup struct {
+	stmts []pgStmt
+	// after runs after the commit, in order: reads the statements' results needed
+	// beyond what they returned, and sets each request's out (or its err).
+	after []func(ctx context.Context)
+	wake  []string // topics published to
+}
+
+func (g *pgGroup) add(query string, args []any, row func(scanner) error) {
+	g.stmts = append(g.stmts, pgStmt{query: query, args: args, row: row})
+}
+
+// ExecContext adds a statement that returns no rows, so that code that writes through
+// an Execer (Notifications.Record, Deliveries.InsertQueued) builds the group's
+// statements. The result is nil: nothing is run yet.
+func (g *pgGroup) ExecContext(_ context.Context, query string, args ...any) (sql.Result, error) {
+	g.add(query, args, nil)
+	return nil, nil
+}
+
+// runGroupPG runs a group transaction on PostgreSQL.
+func (db *DB) runGroupPG(ctx context.Context, batch []*groupReq) error {
+	var g pgGroup
+	var fns []*groupReq
+	var kinds [numBatchKinds][]*groupReq
+	for _, r := range batch {
+		if r.fn != nil {
+			fns = append(fns, r)
+			continue
+		}
+		kinds[r.kind] = append(kinds[r.kind], r)
+	}
+	for k, rs := range kinds {
+		if len(rs) == 0 {
+			continue
+		}
+		if err := db.buildPG(&g, batchKind(k), rs); err != nil {
+			return err
+		}
+	}
+	var err error
+	if len(fns) == 0 {
+		err = db.sendPipeline(ctx, &g)
+	} else {
+		err = db.runStatementsInTx(ctx, fns, &g)
+	}
+	if err != nil {
+		return err
+	}
+	db.Wake(g.wake...)
+	for _, f := range g.after {
+		f(ctx)
+	}
+	return nil
+}
+
+// sendPipeline sends the group's statements in one round trip, as one implicit
+// transaction.
+func (db *DB) sendPipeline(ctx context.Context, g *pgGroup) error {
+	if len(g.stmts) == 0 {
+		return nil
+	}
+	conn, err := db.W.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("beginning transaction: %w", err)
+	}
+	defer func() { _ = conn.Close() }()
+	err = conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("sqlstore: PostgreSQL connection is a %T, not pgx's", dc)
+		}
+		var b pgx.Batch
+		for _, s := range g.stmts {
+			q := b.Queue(s.query, s.args...)
+			if row := s.row; row != nil {
+				q.Query(func(rows pgx.Rows) error {
+					for rows.Next() {
+						if err := row(rows); err != nil {
+							return err
+						}
+					}
+					return rows.Err()
+				})
+			}
+		}
+		return c.Conn().SendBatch(ctx, &b).Close()
+	})
+	if err != nil {
+		return fmt.Errorf("running group transaction: %w", err)
+	}
+	return nil
+}
+
+// runStatementsInTx runs the writes fns, then the group's statements one by one, in one
+// database/sql transaction.
+func (db *DB) runStatementsInTx(ctx context.Context, fns []*groupReq, g *pgGroup) error {
+	tx, err := db.W.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("beginning transaction: %w", err)
+	}
+	for _, r := range fns {
+		if err := r.fn(ctx, tx); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+	}
+	if err := g.exec(ctx, tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("committing: %w", err)
+	}
+	return nil
+}
+
+// exec runs the group's statements one by one in tx.
+func (g *pgGroup) exec(ctx context.Context, tx *sql.Tx) error {
+	for _, s := range g.stmts {
+		var err error
+		if s.row == nil {
+			_, err = tx.ExecContext(ctx, s.query, s.args...)
+		} else {
+			rows, qerr := tx.QueryContext(ctx, s.query, s.args...)
+			err = scanRows(rows, qerr, func(rows *sql.Rows) error { return s.row(rows) })
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buildPG adds the statements of the requests rs, all of kind k, to g.
+func (db *DB) buildPG(g *pgGroup, k batchKind, rs []*groupReq) error {
+	switch k {
+	case batchClaim:
+		db.claimPG(g, rs)
+	case batchSent:
+		sentPG(g, rs)
+	case batchSandbox:
+		sandboxPG(g, rs)
+	case batchInbox:
+		db.inboxPG(g, rs)
+	case batchFanOut:
+		return db.fanOutPG(g, rs)
+	case batchExec:
+		for _, r := range rs {
+			q := r.arg.(wsql.Query)
+			g.add(q.Query, q.Args, nil)
+		}
+	default:
+		return fmt.Errorf("sqlstore: unknown batch kind %d", k)
+	}
+	return nil
+}
+
+// claimPG claims deliveries with one UPDATE per lease (claimBatch). Rows the UPDATE did
+// not take (leased elsewhere, ended, unknown) are read after the commit.
+func (db *DB) claimPG(g *pgGroup, rs []*groupReq) {
+	for _, c := range groupClaims(rs) {
+		g.add(claimUpdatePG, c.updateArgsPG(), c.scan)
+		g.after = append(g.after, func(ctx context.Context) {
+			if missing := notFound(c.ids, c.found); len(missing) > 0 {
+				err := eachRow(ctx, db.R, probeEachPG(claimReadQuery), []any{anyStrings(missing)}, func(rows *sql.Rows) error { return c.scan(rows) })
+				if err != nil {
+					for _, r := range c.rs {
+						r.err = fmt.Errorf("reading %d claims: %w", len(c.ids), err)
+					}
+					return
+				}
+			}
+			c.resolve()
+		})
+	}
+}
+
+// sentPG marks deliveries sent (sentBatch).
+func sentPG(g *pgGroup, rs []*groupReq) {
+	ids, prov, pmid, at := make([]string, len(rs)), make([]string, len(rs)), make([]string, len(rs)), make([]int64, len(rs))
+	for i, r := range rs {
+		a := r.arg.(sentArg)
+		ids[i], prov[i], pmid[i], at[i] = a.id, a.r.Provider, a.r.ProviderMessageID, a.at.UnixMicro()
+	}
+	g.add(`UPDATE herald_deliveries AS d SET status = $1, provider = v.provider,
+		provider_message_id = v.pmid, sent_at = v.at, last_error = '', lease_owner = '', lease_until = 0, updated_at = $2
+		FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[]) AS v(id, provider, pmid, at) WHERE d.id = v.id`,
+		[]any{string(notify.StatusSent), now(), ids, prov, pmid, at}, nil)
+}
+
+// sandboxPG records sandbox sends and returns their ids (sandboxBatch).
+func sandboxPG(g *pgGroup, rs []*groupReq) {
+	var c [5][]string
+	at := make([]int64, len(rs))
+	for i, r := range rs {
+		a := r.arg.(SandboxSend)
+		c[0], c[1], c[2] = append(c[0], a.DeliveryID), append(c[1], a.Channel), append(c[2], a.Address)
+		c[3], c[4], at[i] = append(c[3], a.Subject), append(c[4], a.Body), a.AcceptedAt.UnixMicro()
+	}
+	ids := map[string][]int64{}
+	g.add(`INSERT INTO herald_sandbox_sends (delivery_id, channel, address, subject, body, accepted_at)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[]) RETURNING id, delivery_id`,
+		[]any{c[0], c[1], c[2], c[3], c[4], at}, func(row scanner) error {
+			var id int64
+			var d string
+			err := row.Scan(&id, &d)
+			ids[d] = append(ids[d], id)
+			return err
+		})
+	g.after = append(g.after, func(context.Context) {
+		for _, r := range rs {
+			d := r.arg.(SandboxSend).DeliveryID
+			if len(ids[d]) == 0 {
+				r.err = fmt.Errorf("recording sandbox send of %s: no id returned", d)
+				continue
+			}
+			r.out, ids[d] = ids[d][0], ids[d][1:]
+		}
+	})
+}
+
+// inboxPG adds inbox messages and returns their ids (inboxBatch); the ids of messages
+// that were there already are read after the commit.
+func (db *DB) inboxPG(g *pgGroup, rs []*groupReq) {
+	var c [5][]string
+	ids := make([]any, 0, len(rs))
+	for _, r := range rs {
+		a := r.arg.(inboxArg)
+		c[0], c[1], c[2] = append(c[0], a.recipientID), append(c[1], a.deliveryID), append(c[2], a.eventType)
+		c[3], c[4] = append(c[3], a.title), append(c[4], a.body)
+		ids = append(ids, a.deliveryID)
+	}
+	found := map[string]int64{}
+	scan := func(row scanner) error {
+		var id int64
+		var d string
+		err := row.Scan(&id, &d)
+		found[d] = id
+		return err
+	}
+	g.add(`INSERT INTO herald_inbox (recipient_id, delivery_id, event_type, title, body, created_at)
+		SELECT *, $6::bigint FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+		ON CONFLICT (delivery_id) DO NOTHING RETURNING id, delivery_id`, []any{c[0], c[1], c[2], c[3], c[4], now()}, scan)
+	g.after = append(g.after, func(ctx context.Context) {
+		if missing := notFound(ids, found); len(missing) > 0 {
+			err := eachRow(ctx, db.R, probeEachPG(`SELECT id, delivery_id FROM herald_inbox WHERE delivery_id `),
+				[]any{anyStrings(missing)}, func(rows *sql.Rows) error { return scan(rows) })
+			if err != nil {
+				for _, r := range rs {
+					r.err = fmt.Errorf("reading inbox message ids: %w", err)
+				}
+				return
+			}
+		}
+		for _, r := range rs {
+			d := r.arg.(inboxArg).deliveryID
+			id, ok := found[d]
+			if !ok {
+				r.err = fmt.Errorf("inbox message of %s not found after insert", d)
+				continue
+			}
+			r.out = id
+		}
+	})
+}
+
+// insertUnrecordedPG inserts queued deliveries, as Deliveries.InsertQueued does, except
+// those whose event, channel and address are recorded under another id (Deliveries.unrecorded):
+// a probe of the event index per delivery, kept a subquery of its own (OFFSET 0) so
+// that its plan does not depend on the table's statistics.
+const insertUnrecordedPG = `INSERT INTO herald_deliveries (id, event_id, event_type, channel, lane, recipient_id, address,
+	fallback_of, occurred_at, status, created_at, updated_at)
+	SELECT v.*, $10, $11::bigint, $11::bigint FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+		$6::text[], $7::text[], $8::text[], $9::bigint[]) AS v(id, event_id, event_type, channel, lane, recipient_id, address,
+		fallback_of, occurred_at)
+	WHERE NOT EXISTS (SELECT 1 FROM herald_deliveries d WHERE d.event_id = v.event_id AND d.channel = v.channel
+		AND d.address = v.address AND d.id <> v.id OFFSET 0)
+	ON CONFLICT (id) DO NOTHING`
+
+// fanOutPG records notifications and deliveries and publishes their messages
+// (fanOutBatch).
+func (db *DB) fanOutPG(g *pgGroup, rs []*groupReq) error {
+	ns, ds, topics, byTopic := fanOutRows(rs)
+	if err := db.Notifications().Record(context.Background(), g, ns); err != nil {
+		return err
+	}
+	for i := 0; i < len(ds); i += 1000 {
+		g.add(insertUnrecordedPG, queuedArgsPG(ds[i:min(i+1000, len(ds))], now()), nil)
+	}
+	schema := db.SchemaAdapter(0)
+	for _, topic := range topics {
+		ms := byTopic[topic]
+		for i := 0; i < len(ms); i += 1000 {
+			q, err := schema.InsertQuery(wsql.InsertQueryParams{Topic: topic, Msgs: ms[i:min(i+1000, len(ms))]})
+			if err != nil {
+				return fmt.Errorf("publishing to %s: %w", topic, err)
+			}
+			g.add(q.Query, q.Args, nil)
+		}
+		g.wake = append(g.wake, topic)
+	}
+	return nil
+}
