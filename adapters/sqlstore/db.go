@@ -135,7 +135,9 @@ type Options struct {
 	// topics plus the API's concurrency. SQLite uses one writer and 8 readers.
 	MaxConns int
 	// Committers is how many group-commit transactions (DB.Group) run at once on
-	// PostgreSQL and MySQL. Default 4; SQLite always has one writer.
+	// PostgreSQL and MySQL. Default 2 on PostgreSQL, where a group transaction is one
+	// round trip (pipeline.go), 4 on MySQL; at most MaxConns/2. SQLite always has one
+	// writer.
 	Committers int
 }
 
@@ -149,12 +151,19 @@ func OpenWith(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 16
 	}
-	if opts.Committers <= 0 {
-		opts.Committers = 4
-	}
 	d, dsn, err := ParseURL(rawURL)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Committers <= 0 {
+		// Fewer committers make larger groups. On PostgreSQL two keep up with a burst
+		// (each group is one round trip) and cost the server less CPU than four
+		// (docs/performance.md, session 11); MySQL's groups take a round trip per
+		// statement, and four overlap them.
+		opts.Committers = 4
+		if d == Postgres {
+			opts.Committers = 2
+		}
 	}
 	if d == SQLite {
 		return openSQLite(ctx, dsn)

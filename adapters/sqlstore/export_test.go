@@ -111,3 +111,6 @@ func CommitGroup(db *DB, writes []GroupWrite) []GroupResult {
 	}
 	return out
 }
+
+// Committers is how many group-commit transactions db runs at once (for tests).
+func Committers(db *DB) int { return db.committers }

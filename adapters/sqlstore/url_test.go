@@ -76,3 +76,30 @@ func TestPostgresURLPlansEachExecution(t *testing.T) {
 		t.Fatalf("a Herald connection has jit %q (%v)", mode, err)
 	}
 }
+
+// TestDefaultCommitters: two group-commit transactions at once on PostgreSQL (each one
+// round trip), four on MySQL, at most half the pool, or what the options say.
+func TestDefaultCommitters(t *testing.T) {
+	t.Parallel()
+	pg, my := testdb.Postgres(t), testdb.MySQL(t)
+	for _, c := range []struct {
+		url  string
+		opts sqlstore.Options
+		want int
+	}{
+		{pg, sqlstore.Options{}, 2},
+		{pg, sqlstore.Options{MaxConns: 2}, 1},
+		{pg, sqlstore.Options{Committers: 3}, 3},
+		{my, sqlstore.Options{}, 4},
+		{my, sqlstore.Options{MaxConns: 6}, 3},
+	} {
+		db, err := sqlstore.OpenWith(context.Background(), c.url, c.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sqlstore.Committers(db); got != c.want {
+			t.Errorf("%s with %+v: %d committers, want %d", db.Location, c.opts, got, c.want)
+		}
+		_ = db.Close()
+	}
+}
