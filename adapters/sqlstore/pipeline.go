@@ -12,10 +12,11 @@ import (
 	"github.com/heraldhq/herald/notify"
 )
 
-// PostgreSQL group transactions in one round trip. Each statement of a group transaction
-// costs a round trip to the server, and so do BEGIN and COMMIT: at a steady rate, where
-// groups are small, Herald spent five to six round trips per event, and each one costs
-// both processes a wake-up (docs/performance.md, "pipelined group transactions"). On
+// PostgreSQL group transactions in one round trip (ADR 0009). Through database/sql each
+// statement of a group transaction costs a round trip to the server, and so do BEGIN and
+// COMMIT: at 250 events/s, where groups are small, that was ~18 round trips per event,
+// each a wake-up of both processes, which on a server that is not busy costs more CPU
+// than the statement itself (docs/performance.md, Profile). On
 // PostgreSQL a group is therefore built as a list of statements (pgGroup) that
 // depend on no earlier statement's result, and sent as one pipeline (pgx's batch: the
 // statements, then one Sync, which makes them one implicit transaction, committed at the
