@@ -193,6 +193,8 @@ type claims struct {
 	owner    string
 	ids      []any
 	t, until int64 // now, and the lease's end (now + lease, to the microsecond)
+	set      []any // the UPDATE's arguments before the ids
+	free     []any // and after them
 	found    map[string]*claimRow
 }
 
@@ -233,6 +235,8 @@ func groupClaims(rs []*groupReq) []*claims {
 		if c == nil {
 			t := now()
 			c = &claims{owner: a.owner, t: t, until: t + a.lease.Microseconds(), found: map[string]*claimRow{}}
+			c.set = []any{string(notify.StatusSending), c.owner, c.until, c.t}
+			c.free = []any{string(notify.StatusQueued), string(notify.StatusSending), c.t}
 			byKey[k] = c
 			out = append(out, c)
 		}
@@ -242,16 +246,8 @@ func groupClaims(rs []*groupReq) []*claims {
 	return out
 }
 
-func (c *claims) setArgs() []any {
-	return []any{string(notify.StatusSending), c.owner, c.until, c.t}
-}
-
-func (c *claims) freeArgs() []any {
-	return []any{string(notify.StatusQueued), string(notify.StatusSending), c.t}
-}
-
 func (c *claims) updateArgsPG() []any {
-	return slices.Concat(c.setArgs(), []any{anyStrings(c.ids)}, c.freeArgs())
+	return slices.Concat(c.set, []any{anyStrings(c.ids)}, c.free)
 }
 
 // scan reads a row of claimCols.
@@ -294,11 +290,11 @@ func (db *DB) claimBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error 
 		var err error
 		if db.Dialect == SQLite {
 			err = db.queryEach(ctx, tx, claimUpdate+`= ?`+claimFree+` RETURNING `+claimCols, len(c.ids), func(i int) []any {
-				return slices.Concat(c.setArgs(), c.ids[i:i+1], c.freeArgs())
+				return slices.Concat(c.set, c.ids[i:i+1], c.free)
 			}, scan)
 		} else {
 			_, err = tx.ExecContext(ctx, db.q(claimUpdate+`IN (`+placeholders(len(c.ids))+`)`+claimFree),
-				slices.Concat(c.setArgs(), c.ids, c.freeArgs())...)
+				slices.Concat(c.set, c.ids, c.free)...)
 		}
 		if err != nil {
 			return fmt.Errorf("claiming %d deliveries: %w", len(c.ids), err)
