@@ -83,14 +83,14 @@ type sqlQuerier interface {
 }
 
 // eachRow runs a query on q and calls scan for each row.
-func eachRow(ctx context.Context, q sqlQuerier, query string, args []any, scan func(*sql.Rows) error) error {
+func eachRow(ctx context.Context, q sqlQuerier, query string, args []any, scan func(rowScanner) error) error {
 	rows, err := q.QueryContext(ctx, query, args...)
 	return scanRows(rows, err, scan)
 }
 
 // scanRows calls scan for each of rows (the result of a query that failed with err or
 // not) and closes them.
-func scanRows(rows *sql.Rows, err error, scan func(*sql.Rows) error) error {
+func scanRows(rows *sql.Rows, err error, scan func(rowScanner) error) error {
 	if err != nil {
 		return err
 	}
@@ -104,26 +104,14 @@ func scanRows(rows *sql.Rows, err error, scan func(*sql.Rows) error) error {
 }
 
 // eachRowIn runs query, which ends in "WHERE <column> ", for the rows whose text column
-// is one of values, and calls scan for each row (a value given twice reads its rows
-// twice): "= ?" once per value on SQLite (queryEach), "IN (?, ...)" on MySQL. PostgreSQL's
-// group transactions (pipeline.go) read by value with probeEachPG.
-func (db *DB) eachRowIn(ctx context.Context, tx *sql.Tx, query string, values []any, scan func(*sql.Rows) error) error {
+// is one of values, and calls scan for each row: "= ?" once per value on SQLite
+// (queryEach), "IN (?, ...)" on MySQL. PostgreSQL's group transactions (pipeline.go)
+// read by value with probeEachPG.
+func (db *DB) eachRowIn(ctx context.Context, tx *sql.Tx, query string, values []any, scan func(rowScanner) error) error {
 	if db.Dialect == SQLite {
 		return db.queryEach(ctx, tx, query+`= ?`, len(values), func(i int) []any { return values[i : i+1] }, scan)
 	}
 	return eachRow(ctx, tx, db.q(query+`IN (`+placeholders(len(values))+`)`), values, scan)
-}
-
-// probeEachPG makes query, which ends in "WHERE <column> ", read the rows of each value
-// in $1 (a text array) by a probe of its own. "<column> = ANY($1)" reads the same rows,
-// but PostgreSQL estimates it from the column's statistics, and without them (a table
-// not yet analyzed, or autovacuum off) it takes each of n values of a column that is not
-// unique to match 0.5% of the table: for the deliveries of about 30 events or more it
-// read the whole table, once per fan-out batch (4.9 million rows read for 20,000 events
-// in a loadgen run). The lateral subquery is kept from being flattened into a join
-// (OFFSET 0), so each value is one index probe whatever the estimate.
-func probeEachPG(query string) string {
-	return `SELECT r.* FROM unnest($1::text[]) AS v(value) CROSS JOIN LATERAL (` + query + `= v.value OFFSET 0) AS r`
 }
 
 // notFound returns the ids (strings) that are not keys of found.
@@ -155,7 +143,7 @@ func (db *DB) execEach(ctx context.Context, tx *sql.Tx, query string, n int, arg
 }
 
 // queryEach is execEach for a statement that returns rows: scan is called for each.
-func (db *DB) queryEach(ctx context.Context, tx *sql.Tx, query string, n int, args func(i int) []any, scan func(*sql.Rows) error) error {
+func (db *DB) queryEach(ctx context.Context, tx *sql.Tx, query string, n int, args func(i int) []any, scan func(rowScanner) error) error {
 	st, err := db.stmtOn(ctx, tx, query) //nolint:sqlclosecheck // cached; closed by DB.Close
 	if err != nil {
 		return err
@@ -189,13 +177,13 @@ type claimOut struct {
 
 // claims is the claims of one lease (owner and duration) in a group transaction.
 type claims struct {
-	rs       []*groupReq
-	owner    string
-	ids      []any
-	t, until int64 // now, and the lease's end (now + lease, to the microsecond)
-	set      []any // the UPDATE's arguments before the ids
-	free     []any // and after them
-	found    map[string]*claimRow
+	rs    []*groupReq
+	owner string
+	ids   []any
+	until int64 // the lease's end (now + lease, to the microsecond)
+	set   []any // the UPDATE's arguments before the ids
+	free  []any // and after them
+	found map[string]*claimRow
 }
 
 type claimRow struct {
@@ -234,9 +222,9 @@ func groupClaims(rs []*groupReq) []*claims {
 		c := byKey[k]
 		if c == nil {
 			t := now()
-			c = &claims{owner: a.owner, t: t, until: t + a.lease.Microseconds(), found: map[string]*claimRow{}}
-			c.set = []any{string(notify.StatusSending), c.owner, c.until, c.t}
-			c.free = []any{string(notify.StatusQueued), string(notify.StatusSending), c.t}
+			c = &claims{owner: a.owner, until: t + a.lease.Microseconds(), found: map[string]*claimRow{}}
+			c.set = []any{string(notify.StatusSending), c.owner, c.until, t}
+			c.free = []any{string(notify.StatusQueued), string(notify.StatusSending), t}
 			byKey[k] = c
 			out = append(out, c)
 		}
@@ -251,7 +239,7 @@ func (c *claims) updateArgsPG() []any {
 }
 
 // scan reads a row of claimCols.
-func (c *claims) scan(row scanner) error {
+func (c *claims) scan(row rowScanner) error {
 	var id string
 	var w claimRow
 	err := row.Scan(&id, &w.status, &w.attempts, &w.owner, &w.until, &w.created)
@@ -286,12 +274,11 @@ func (c *claims) resolve() {
 // rows it did not return.
 func (db *DB) claimBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
 	for _, c := range groupClaims(rs) {
-		scan := func(rows *sql.Rows) error { return c.scan(rows) }
 		var err error
 		if db.Dialect == SQLite {
 			err = db.queryEach(ctx, tx, claimUpdate+`= ?`+claimFree+` RETURNING `+claimCols, len(c.ids), func(i int) []any {
 				return slices.Concat(c.set, c.ids[i:i+1], c.free)
-			}, scan)
+			}, c.scan)
 		} else {
 			_, err = tx.ExecContext(ctx, db.q(claimUpdate+`IN (`+placeholders(len(c.ids))+`)`+claimFree),
 				slices.Concat(c.set, c.ids, c.free)...)
@@ -304,7 +291,7 @@ func (db *DB) claimBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error 
 			missing = notFound(c.ids, c.found)
 		}
 		if len(missing) > 0 {
-			if err := db.eachRowIn(ctx, tx, claimReadQuery, missing, scan); err != nil {
+			if err := db.eachRowIn(ctx, tx, claimReadQuery, missing, c.scan); err != nil {
 				return fmt.Errorf("reading %d claims: %w", len(c.ids), err)
 			}
 		}
@@ -371,7 +358,7 @@ func (db *DB) sandboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) erro
 		return nil
 	}
 	ids := map[string][]int64{}
-	scan := func(rows *sql.Rows) error {
+	scan := func(rows rowScanner) error {
 		var id int64
 		var d string
 		err := rows.Scan(&id, &d)
@@ -411,7 +398,7 @@ func (db *DB) inboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error 
 		ids = append(ids, r.arg.(inboxArg).deliveryID)
 	}
 	found := map[string]int64{}
-	scan := func(rows *sql.Rows) error {
+	scan := func(rows rowScanner) error {
 		var id int64
 		var d string
 		err := rows.Scan(&id, &d)

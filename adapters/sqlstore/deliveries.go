@@ -112,7 +112,7 @@ func (s *Deliveries) unrecorded(ctx context.Context, tx *sql.Tx, ds []notify.Del
 			events = append(events, d.EventID)
 		}
 	}
-	scan := func(rows *sql.Rows) error {
+	scan := func(rows rowScanner) error {
 		var id string
 		var t target
 		if err := rows.Scan(&id, &t.event, &t.channel, &t.address); err != nil {

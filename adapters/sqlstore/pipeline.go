@@ -14,11 +14,11 @@ import (
 
 // PostgreSQL group transactions in one round trip (ADR 0009). Through database/sql each
 // statement of a group transaction costs a round trip to the server, and so do BEGIN and
-// COMMIT: at 250 events/s, where groups are small, that was ~18 round trips per event,
-// each a wake-up of both processes, which on a server that is not busy costs more CPU
-// than the statement itself (docs/performance.md, Profile). On
-// PostgreSQL a group is therefore built as a list of statements (pgGroup) that
-// depend on no earlier statement's result, and sent as one pipeline (pgx's batch: the
+// COMMIT: at 250 events/s, where groups are small, Herald's statements, BEGIN and COMMIT
+// included, were ~18 per event, each a wake-up of both processes, which on a server that
+// is not busy costs more CPU than the statement itself (docs/performance.md, Profile).
+// On PostgreSQL a group is therefore built as a list of statements (pgGroup) that depend
+// on no earlier statement's result, and sent as one pipeline (pgx's batch: the
 // statements, then one Sync, which makes them one implicit transaction, committed at the
 // Sync or rolled back at the first error). What a statement returns is read when the
 // pipeline's results come back. What needs a further read, rare (a claim of a row that
@@ -27,17 +27,12 @@ import (
 // holds a write of its own (Group's fn, which needs a *sql.Tx) runs the same statements
 // one by one in a database/sql transaction instead.
 
-// scanner is a row of a result: *sql.Rows or pgx.Rows.
-type scanner interface {
-	Scan(dest ...any) error
-}
-
 // pgStmt is one statement of a PostgreSQL group transaction; row, when set, is called
 // for each row it returns.
 type pgStmt struct {
 	query string
 	args  []any
-	row   func(scanner) error
+	row   func(rowScanner) error
 }
 
 // pgGroup is a PostgreSQL group transaction being built.
@@ -49,7 +44,7 @@ type pgGroup struct {
 	wake  []string // topics published to
 }
 
-func (g *pgGroup) add(query string, args []any, row func(scanner) error) {
+func (g *pgGroup) add(query string, args []any, row func(rowScanner) error) {
 	g.stmts = append(g.stmts, pgStmt{query: query, args: args, row: row})
 }
 
@@ -166,7 +161,7 @@ func (g *pgGroup) exec(ctx context.Context, tx *sql.Tx) error {
 			_, err = tx.ExecContext(ctx, s.query, s.args...)
 		} else {
 			rows, qerr := tx.QueryContext(ctx, s.query, s.args...)
-			err = scanRows(rows, qerr, func(rows *sql.Rows) error { return s.row(rows) })
+			err = scanRows(rows, qerr, s.row)
 		}
 		if err != nil {
 			return err
@@ -199,6 +194,24 @@ func (db *DB) buildPG(g *pgGroup, k batchKind, rs []*groupReq) error {
 	return nil
 }
 
+// probeEachPG makes query, which ends in "WHERE <column> ", read the rows of each value
+// in $1 (a text array) by a probe of its own. "<column> = ANY($1)" reads the same rows,
+// but PostgreSQL estimates it from the column's statistics, and without them (a table
+// not yet analyzed, or autovacuum off) it takes each of n values of a column that is not
+// unique to match 0.5% of the table: for the deliveries of about 30 events or more it
+// read the whole table (the fan-out's earlier lookup did, once per batch: 4.9
+// million rows read for 20,000 events in a loadgen run). The lateral subquery is kept from being flattened into a join
+// (OFFSET 0), so each value is one index probe whatever the estimate.
+func probeEachPG(query string) string {
+	return `SELECT r.* FROM unnest($1::text[]) AS v(value) CROSS JOIN LATERAL (` + query + `= v.value OFFSET 0) AS r`
+}
+
+// probeAfterPG reads, after a group's commit, the rows of query (which ends in
+// "WHERE <column> ") whose column is one of values, through probeEachPG.
+func (db *DB) probeAfterPG(ctx context.Context, query string, values []any, scan func(rowScanner) error) error {
+	return eachRow(ctx, db.R, probeEachPG(query), []any{anyStrings(values)}, scan)
+}
+
 // claimPG claims deliveries with one UPDATE per lease (claimBatch). Rows the UPDATE did
 // not take (leased elsewhere, ended, unknown) are read after the commit.
 func (db *DB) claimPG(g *pgGroup, rs []*groupReq) {
@@ -206,8 +219,7 @@ func (db *DB) claimPG(g *pgGroup, rs []*groupReq) {
 		g.add(claimUpdatePG, c.updateArgsPG(), c.scan)
 		g.after = append(g.after, func(ctx context.Context) {
 			if missing := notFound(c.ids, c.found); len(missing) > 0 {
-				err := eachRow(ctx, db.R, probeEachPG(claimReadQuery), []any{anyStrings(missing)}, func(rows *sql.Rows) error { return c.scan(rows) })
-				if err != nil {
+				if err := db.probeAfterPG(ctx, claimReadQuery, missing, c.scan); err != nil {
 					for _, r := range c.rs {
 						r.err = fmt.Errorf("reading %d claims: %w", len(c.ids), err)
 					}
@@ -244,7 +256,7 @@ func sandboxPG(g *pgGroup, rs []*groupReq) {
 	ids := map[string][]int64{}
 	g.add(`INSERT INTO herald_sandbox_sends (delivery_id, channel, address, subject, body, accepted_at)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[]) RETURNING id, delivery_id`,
-		[]any{c[0], c[1], c[2], c[3], c[4], at}, func(row scanner) error {
+		[]any{c[0], c[1], c[2], c[3], c[4], at}, func(row rowScanner) error {
 			var id int64
 			var d string
 			err := row.Scan(&id, &d)
@@ -275,7 +287,7 @@ func (db *DB) inboxPG(g *pgGroup, rs []*groupReq) {
 		ids = append(ids, a.deliveryID)
 	}
 	found := map[string]int64{}
-	scan := func(row scanner) error {
+	scan := func(row rowScanner) error {
 		var id int64
 		var d string
 		err := row.Scan(&id, &d)
@@ -287,9 +299,7 @@ func (db *DB) inboxPG(g *pgGroup, rs []*groupReq) {
 		ON CONFLICT (delivery_id) DO NOTHING RETURNING id, delivery_id`, []any{c[0], c[1], c[2], c[3], c[4], now()}, scan)
 	g.after = append(g.after, func(ctx context.Context) {
 		if missing := notFound(ids, found); len(missing) > 0 {
-			err := eachRow(ctx, db.R, probeEachPG(`SELECT id, delivery_id FROM herald_inbox WHERE delivery_id `),
-				[]any{anyStrings(missing)}, func(rows *sql.Rows) error { return scan(rows) })
-			if err != nil {
+			if err := db.probeAfterPG(ctx, `SELECT id, delivery_id FROM herald_inbox WHERE delivery_id `, missing, scan); err != nil {
 				for _, r := range rs {
 					r.err = fmt.Errorf("reading inbox message ids: %w", err)
 				}
