@@ -325,6 +325,18 @@ func New(cfg Config, logger *slog.Logger) (_ *Router, err error) {
 		}
 		return float64(n)
 	})
+	if _, ok := cfg.DB.Checkpoints(); ok {
+		// SQLite: the write-ahead log's size and the checkpoints that failed; a log
+		// that keeps growing means it is not being copied into the database file.
+		cfg.Metrics.NewGauge("herald_sqlite_wal_pages", func() float64 {
+			s, _ := cfg.DB.Checkpoints()
+			return float64(s.LogFrames)
+		})
+		cfg.Metrics.NewGauge("herald_sqlite_checkpoint_failures_total", func() float64 {
+			s, _ := cfg.DB.Checkpoints()
+			return float64(s.Failures)
+		})
+	}
 	return rt, nil
 }
 

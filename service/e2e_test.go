@@ -532,6 +532,8 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 		`herald_handler_duration_seconds_bucket{handler="fanout"`,
 		`herald_poisoned_total{handler="fanout"} 1`,
 		`herald_outbox_lag_seconds 0`,
+		`herald_sqlite_wal_pages `,
+		`herald_sqlite_checkpoint_failures_total 0`,
 		`process_resident_memory_bytes`,
 	} {
 		if !strings.Contains(out, want) {

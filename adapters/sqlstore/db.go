@@ -53,6 +53,8 @@ type DB struct {
 	wakes wakeHub
 	// recipients batches concurrent recipient reads.
 	recipients recipientLoader
+	// ckpt checkpoints an SQLite database's write-ahead log; nil on PostgreSQL and MySQL.
+	ckpt *checkpointer
 	// Location is a printable form of where the database is, without credentials.
 	Location string
 }
@@ -139,6 +141,12 @@ type Options struct {
 	// round trip (pipeline.go), 4 on MySQL; at most MaxConns/2. SQLite always has one
 	// writer.
 	Committers int
+	// CheckpointEvery is how often an SQLite database's checkpointer copies the
+	// write-ahead log into the database file; CheckpointPages the log's size, in
+	// 4 KiB pages, past which the writer connection does it (checkpoint.go). Defaults
+	// 100 ms and 8,192 pages.
+	CheckpointEvery time.Duration
+	CheckpointPages int64
 }
 
 // Open opens the database at rawURL with default options and checks that it answers.
@@ -166,7 +174,7 @@ func OpenWith(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 		}
 	}
 	if d == SQLite {
-		return openSQLite(ctx, dsn)
+		return openSQLite(ctx, dsn, opts)
 	}
 	u, _ := url.Parse(rawURL)
 	driver := map[Dialect]string{Postgres: "pgx", MySQL: "mysql"}[d]
@@ -202,14 +210,15 @@ func redact(u *url.URL) string {
 	return u.Redacted()
 }
 
-func openSQLite(ctx context.Context, path string) (*DB, error) {
+func openSQLite(ctx context.Context, path string, opts Options) (*DB, error) {
 	if dir := filepath.Dir(path); dir != "." {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("creating directory for %s: %w", path, err)
 		}
 	}
 	pragmas := "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
-	w, err := sql.Open("sqlite", "file:"+path+"?"+pragmas+"&_txlock=immediate")
+	// The writer never checkpoints: the checkpointer does, beside it (checkpoint.go).
+	w, err := sql.Open("sqlite", "file:"+path+"?"+pragmas+"&_pragma=wal_autocheckpoint(0)&_txlock=immediate")
 	if err != nil {
 		return nil, err
 	}
@@ -222,13 +231,29 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	}
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
+	c, err := sql.Open("sqlite", "file:"+path+"?"+pragmas)
+	if err != nil {
+		_ = w.Close()
+		_ = r.Close()
+		return nil, err
+	}
+	c.SetMaxOpenConns(1)
+	c.SetConnMaxIdleTime(0)
 	db := &DB{Dialect: SQLite, W: w, R: r, Location: "sqlite://" + path, committers: 1}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := w.PingContext(pctx); err != nil {
 		_ = db.Close()
+		_ = c.Close()
 		return nil, fmt.Errorf("opening %s: %w", db.Location, err)
 	}
+	if opts.CheckpointEvery <= 0 {
+		opts.CheckpointEvery = 100 * time.Millisecond
+	}
+	if opts.CheckpointPages <= 0 {
+		opts.CheckpointPages = 8192
+	}
+	db.ckpt = startCheckpointer(c, w, opts.CheckpointEvery, opts.CheckpointPages)
 	return db, nil
 }
 
@@ -242,7 +267,12 @@ func (db *DB) Close() error {
 	if db.W == db.R {
 		return errors.Join(err, db.W.Close())
 	}
-	return errors.Join(err, db.W.Close(), db.R.Close())
+	err = errors.Join(err, db.W.Close(), db.R.Close())
+	if db.ckpt != nil {
+		// Last, so that its connection is the last one and copies the rest of the log.
+		err = errors.Join(err, db.ckpt.close())
+	}
+	return err
 }
 
 // InTx runs fn in a write transaction and commits it when fn returns nil.
@@ -257,6 +287,9 @@ func (db *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("committing: %w", err)
+	}
+	if db.ckpt != nil {
+		db.ckpt.afterCommit()
 	}
 	return nil
 }

@@ -123,6 +123,9 @@ func (db *DB) commitLoop() {
 			}
 		}
 		db.commitGroup(batch)
+		if db.ckpt != nil {
+			db.ckpt.afterCommit()
+		}
 		db.prepareWanted()
 	}
 }
