@@ -251,7 +251,16 @@ func startServe(t *testing.T, bin, name string, args ...string) *exec.Cmd {
 // migrated for sms, email and inapp, and its URL.
 func migratedPostgres(t *testing.T) (*sqlstore.DB, string) {
 	t.Helper()
-	url := testdb.Postgres(t)
+	return migrated(t, testdb.Postgres(t))
+}
+
+func migratedSQLite(t *testing.T) (*sqlstore.DB, string) {
+	t.Helper()
+	return migrated(t, "sqlite://"+filepath.Join(t.TempDir(), "herald.db"))
+}
+
+func migrated(t *testing.T, url string) (*sqlstore.DB, string) {
+	t.Helper()
 	db, err := sqlstore.Open(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
