@@ -114,3 +114,6 @@ func CommitGroup(db *DB, writes []GroupWrite) []GroupResult {
 
 // Committers is how many group-commit transactions db runs at once (for tests).
 func Committers(db *DB) int { return db.committers }
+
+// PrunePG is the statement that prunes a PostgreSQL topic (for tests).
+func PrunePG(topic string) string { return prunePG(TopicTable(topic)) }

@@ -2,13 +2,16 @@ package sqlstore_test
 
 import (
 	"context"
+	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/internal/testdb"
 )
 
 // TestPruneConsumedKeepsWhatAGroupStillNeeds: pruning deletes only rows every consumer
@@ -102,4 +105,71 @@ func assertRows(t *testing.T, db *sqlstore.DB, topic string, want ...string) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("rows left %v, want %v", got, want)
 	}
+}
+
+// On PostgreSQL a pruning statement looks at PruneBatch rows at most: while no consumed
+// row is old enough, it must not read the whole topic to find none (it did, every
+// minute, for every topic). EXPLAIN ANALYZE on 5,000 consumed rows, none old enough.
+func TestPostgresPruneReadsAtMostABatch(t *testing.T) {
+	ctx := context.Background()
+	db, err := sqlstore.Open(ctx, testdb.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	const topic, rows = "prunescan", 100000
+	if err := db.InitTopic(topic); err != nil {
+		t.Fatal(err)
+	}
+	table, offsets := sqlstore.TopicTable(topic), sqlstore.OffsetsTable(topic)
+	if _, err := db.W.ExecContext(ctx, `INSERT INTO "`+table+`" (uuid, payload) SELECT 'm' || i, '{}' FROM generate_series(1, $1) i`, rows); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.W.ExecContext(ctx, `INSERT INTO "`+offsets+`" (consumer_group, offset_acked, last_processed_transaction_id)
+		SELECT 'g', MAX("offset"), MAX(transaction_id) FROM "`+table+`"`); err != nil {
+		t.Fatal(err)
+	}
+	var xid string
+	var off int64
+	if err := db.R.QueryRowContext(ctx, `SELECT last_processed_transaction_id::text, offset_acked FROM "`+offsets+`"`).Scan(&xid, &off); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.W.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var out string
+	if err := tx.QueryRowContext(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+sqlstore.PrunePG(topic), xid, off, time.Hour.Microseconds(), sqlstore.PruneBatch).Scan(&out); err != nil {
+		t.Fatal(err)
+	}
+	var plan []struct{ Plan planNode }
+	if err := json.Unmarshal([]byte(out), &plan); err != nil {
+		t.Fatal(err)
+	}
+	var walk func(n planNode)
+	walk = func(n planNode) {
+		if read := (n.ActualRows + n.RemovedByFilter) * n.ActualLoops; n.Relation == table && read > sqlstore.PruneBatch {
+			t.Errorf("%s on %s read %.0f rows, more than a batch (%d)", n.NodeType, n.Relation, read, sqlstore.PruneBatch)
+		}
+		for _, c := range n.Plans {
+			walk(c)
+		}
+	}
+	walk(plan[0].Plan)
+	if t.Failed() {
+		t.Log(out)
+	}
+	if !strings.Contains(out, table) {
+		t.Fatalf("the plan does not read %s:\n%s", table, out)
+	}
+}
+
+type planNode struct {
+	NodeType        string     `json:"Node Type"`
+	Relation        string     `json:"Relation Name"`
+	ActualRows      float64    `json:"Actual Rows"`
+	ActualLoops     float64    `json:"Actual Loops"`
+	RemovedByFilter float64    `json:"Rows Removed by Filter"`
+	Plans           []planNode `json:"Plans"`
 }
