@@ -27,6 +27,9 @@ type checkpointer struct {
 	// over is set while the log is past limit and the writer has not yet copied it
 	// all (afterCommit).
 	over atomic.Bool
+	// writing is set while a checkpoint runs on the writer: the other callers of
+	// afterCommit leave it to that one.
+	writing atomic.Bool
 	stop chan struct{}
 	wg   sync.WaitGroup
 
@@ -92,11 +95,13 @@ func (c *checkpointer) loop() {
 // checkpoint runs: it copies what is left (little, after the checkpointer's PASSIVE)
 // and, unless a reader still needs older pages, the next write restarts the log. If a
 // reader did, the next call tries again, as SQLite's default does after every commit
-// past 1,000 pages. It never waits for readers.
+// past 1,000 pages. It never waits for readers, and runs once at a time: the core's
+// writers calling InTx at once queued one each.
 func (c *checkpointer) afterCommit() {
-	if !c.over.Load() {
+	if !c.over.Load() || !c.writing.CompareAndSwap(false, true) {
 		return
 	}
+	defer c.writing.Store(false)
 	if c.checkpoint(c.w) < c.limit {
 		c.over.Store(false) // the log started again
 	}

@@ -115,8 +115,9 @@ func TestSQLiteLogStaysBoundedUnderSteadyWrites(t *testing.T) {
 			cancel()
 			wg.Wait()
 			// Each insert writes about four pages: without restarts the log reaches four
-			// times what was inserted (18 MB here); with them, 1.6-3.6 MB was seen.
-			if most > rows*size*3/2 {
+			// times what was inserted (18 MB here); with them, 1.5-3.6 MB was seen on an
+			// idle machine and 7.5 MB with both cores busy elsewhere.
+			if most > rows*size*5/2 {
 				t.Fatalf("the log reached %d bytes after inserting %d: it did not start again", most, rows*size)
 			}
 			t.Logf("log at most %d bytes, %d inserted", most, rows*size)
