@@ -30,8 +30,8 @@ type checkpointer struct {
 	// writing is set while a checkpoint runs on the writer: the other callers of
 	// afterCommit leave it to that one.
 	writing atomic.Bool
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop    chan struct{}
+	wg      sync.WaitGroup
 
 	runs, failures atomic.Uint64
 	lastErr        atomic.Pointer[error]
