@@ -223,11 +223,25 @@ func TestPublishWakesIdleSubscription(t *testing.T) {
 				time.Sleep(100 * time.Millisecond) // idle: the first (empty) read is done
 				u := fmt.Sprintf("w%d", i)
 				publish(t, db, topic, u)
-				if m := receive(t, ch, 10*time.Second); m.UUID != u {
-					t.Fatalf("got %s, want %s", m.UUID, u)
-				} else {
-					m.Ack()
+				// On PostgreSQL a row is read only once every older transaction of the
+				// database has ended (pg_snapshot_xmin): a parallel test's open
+				// transaction can make the woken read come too early and find nothing.
+				// Wake again then; with an hour's poll, only wake-ups deliver it.
+				var m *message.Message
+				for try := 0; m == nil; try++ {
+					select {
+					case m = <-ch:
+					case <-time.After(time.Second):
+						if try == 10 {
+							t.Fatalf("no message within %d wake-ups", try+1)
+						}
+						db.Wake(topic)
+					}
 				}
+				if m.UUID != u {
+					t.Fatalf("got %s, want %s", m.UUID, u)
+				}
+				m.Ack()
 			}
 		})
 	}
