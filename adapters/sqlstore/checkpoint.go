@@ -57,7 +57,7 @@ func startCheckpointer(db, w *sql.DB, every time.Duration, limit int64) *checkpo
 func (c *checkpointer) loop() {
 	t := time.NewTicker(c.every)
 	defer t.Stop()
-	over := 0
+	ticksOver := 0 // ticks in a row that found the log past the limit
 	for {
 		select {
 		case <-c.stop:
@@ -65,7 +65,7 @@ func (c *checkpointer) loop() {
 		case <-t.C:
 		}
 		if c.checkpoint(c.db) < c.limit {
-			over = 0
+			ticksOver = 0
 			c.over.Store(false)
 			continue
 		}
@@ -74,7 +74,7 @@ func (c *checkpointer) loop() {
 		// (single statements) could still make the log grow without end: from the
 		// second tick past the limit, run the writer's checkpoint from here too, a
 		// few times.
-		if over++; over >= 2 {
+		if ticksOver++; ticksOver >= 2 {
 			for range 10 {
 				if c.afterCommit(); !c.over.Load() {
 					break

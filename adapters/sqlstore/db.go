@@ -216,22 +216,24 @@ func openSQLite(ctx context.Context, path string, opts Options) (*DB, error) {
 			return nil, fmt.Errorf("creating directory for %s: %w", path, err)
 		}
 	}
-	pragmas := "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
+	open := func(params string) (*sql.DB, error) {
+		return sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"+params)
+	}
 	// The writer never checkpoints: the checkpointer does, beside it (checkpoint.go).
-	w, err := sql.Open("sqlite", "file:"+path+"?"+pragmas+"&_pragma=wal_autocheckpoint(0)&_txlock=immediate")
+	w, err := open("&_pragma=wal_autocheckpoint(0)&_txlock=immediate")
 	if err != nil {
 		return nil, err
 	}
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxIdleTime(0)
-	r, err := sql.Open("sqlite", "file:"+path+"?"+pragmas+"&_pragma=query_only(1)")
+	r, err := open("&_pragma=query_only(1)")
 	if err != nil {
 		_ = w.Close()
 		return nil, err
 	}
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
-	c, err := sql.Open("sqlite", "file:"+path+"?"+pragmas)
+	c, err := open("")
 	if err != nil {
 		_ = w.Close()
 		_ = r.Close()

@@ -225,8 +225,9 @@ func TestPublishWakesIdleSubscription(t *testing.T) {
 				publish(t, db, topic, u)
 				// On PostgreSQL a row is read only once every older transaction of the
 				// database has ended (pg_snapshot_xmin): a parallel test's open
-				// transaction can make the woken read come too early and find nothing.
-				// Wake again then; with an hour's poll, only wake-ups deliver it.
+				// transaction can make the woken read come too early and find nothing
+				// (the likely cause of one CI failure under -race; not confirmed). Wake
+				// again then; with an hour's poll, only wake-ups deliver it.
 				var m *message.Message
 				for try := 0; m == nil; try++ {
 					select {

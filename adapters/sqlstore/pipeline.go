@@ -199,9 +199,10 @@ func (db *DB) buildPG(g *pgGroup, k batchKind, rs []*groupReq) error {
 // but PostgreSQL estimates it from the column's statistics, and without them (a table
 // not yet analyzed, or autovacuum off) it takes each of n values of a column that is not
 // unique to match 0.5% of the table: for the deliveries of about 30 events or more it
-// read the whole table (the fan-out's earlier lookup did, once per batch: 4.9
-// million rows read for 20,000 events in a loadgen run). The lateral subquery is kept from being flattened into a join
-// (OFFSET 0), so each value is one index probe whatever the estimate.
+// read the whole table (the fan-out's earlier lookup did, once per batch: 4.9 million
+// rows read for 20,000 events in a loadgen run). The lateral subquery is kept from
+// being flattened into a join (OFFSET 0), so each value is one index probe whatever
+// the estimate.
 func probeEachPG(query string) string {
 	return `SELECT r.* FROM unnest($1::text[]) AS v(value) CROSS JOIN LATERAL (` + query + `= v.value OFFSET 0) AS r`
 }

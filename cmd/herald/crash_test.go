@@ -17,9 +17,9 @@ import (
 	"github.com/heraldhq/herald/outbox"
 )
 
-// TestCrashRecovery runs `herald serve` as a child process on PostgreSQL and on SQLite, writes 5,000
-// events into the outbox while it runs, kills it with SIGKILL three times at random
-// moments (restarting it each time) and waits. Every expected delivery must end sent:
+// TestCrashRecovery runs `herald serve` as a child process on PostgreSQL and on
+// SQLite, writes 5,000 events into the outbox while it runs, kills it with SIGKILL
+// three times at random moments (restarting it each time) and waits. Every expected delivery must end sent:
 // none lost. The sandbox must have seen each delivery at most once, except in the
 // documented window (the provider accepted a message, the process died before the
 // status was committed, so the next lease holder sends it again): such duplicates are
