@@ -117,3 +117,6 @@ func Committers(db *DB) int { return db.committers }
 
 // PrunePG is the statement that prunes a PostgreSQL topic (for tests).
 func PrunePG(topic string) string { return prunePG(TopicTable(topic)) }
+
+// PruneMySQL is the statement that prunes a MySQL topic (for tests).
+func PruneMySQL(topic string) string { return pruneMySQL(TopicTable(topic)) }

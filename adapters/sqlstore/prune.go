@@ -21,6 +21,8 @@ const PruneBatch = 1000
 //   - SQLite: its offset is at or below every group's acked offset;
 //   - MySQL: it is acked (the queue schema has no consumer groups).
 //
+// Each statement looks at the oldest PruneBatch consumed rows only (pruneOnce).
+//
 // Offsets are never reused (BIGSERIAL, AUTOINCREMENT, AUTO_INCREMENT), so deleting
 // consumed rows changes nothing a subscriber reads next. A consumer group that no
 // longer runs holds the rows after its offset: delete its offsets row to let them go.
@@ -63,8 +65,7 @@ func (db *DB) pruneOnce(ctx context.Context, topic string, ageUs int64) (int64, 
 		}
 		res, err = db.W.ExecContext(ctx, prunePG(table), tx, off, ageUs, PruneBatch)
 	case MySQL:
-		res, err = db.W.ExecContext(ctx, "DELETE FROM `"+table+"` WHERE `acked` = 1 AND `created_at` < NOW(6) - INTERVAL ? MICROSECOND ORDER BY `offset` LIMIT ?",
-			ageUs, PruneBatch)
+		res, err = db.W.ExecContext(ctx, pruneMySQL(table), PruneBatch, ageUs)
 	default:
 		res, err = db.W.ExecContext(ctx, `DELETE FROM "`+table+`" WHERE "offset" IN (
 			SELECT "offset" FROM (
@@ -88,4 +89,14 @@ func prunePG(table string) string {
 				WHERE (transaction_id, "offset") <= ($1::xid8, $2)
 				ORDER BY transaction_id, "offset" LIMIT $4) oldest
 			WHERE created_at < LOCALTIMESTAMP - make_interval(secs => $3::float8 / 1000000))`
+}
+
+// pruneMySQL deletes from a MySQL topic table, of the oldest ? acked rows, those older
+// than ? microseconds. The rows to delete are picked in a derived table: MySQL allows
+// no LIMIT in an IN subquery, nor a subquery on the table a DELETE deletes from unless
+// it is a derived table, which the LIMIT keeps from being merged into the DELETE.
+func pruneMySQL(table string) string {
+	return "DELETE t FROM `" + table + "` t JOIN (" +
+		"SELECT `offset` FROM (SELECT `offset`, `created_at` FROM `" + table + "` WHERE `acked` = 1 ORDER BY `offset` LIMIT ?) oldest " +
+		"WHERE `created_at` < NOW(6) - INTERVAL ? MICROSECOND) d ON t.`offset` = d.`offset`"
 }

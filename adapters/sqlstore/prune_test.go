@@ -11,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/internal/testdb"
 )
 
 // TestPruneConsumedKeepsWhatAGroupStillNeeds: pruning deletes only rows every consumer
@@ -168,4 +169,73 @@ type planNode struct {
 	ActualLoops     float64    `json:"Actual Loops"`
 	RemovedByFilter float64    `json:"Rows Removed by Filter"`
 	Plans           []planNode `json:"Plans"`
+}
+
+// On MySQL too a pruning statement looks at PruneBatch rows at most. The server counts
+// the rows its storage engine hands out per session (Handler_read_*), which MySQL and
+// MariaDB both have; the statement runs on 32,768 acked rows, none old enough, and
+// may read a few batches (the derived tables it builds are counted too), not the topic.
+func TestMySQLPruneReadsAtMostABatch(t *testing.T) {
+	ctx := context.Background()
+	db, err := sqlstore.Open(ctx, testdb.MySQL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	const topic = "prunescan"
+	if err := db.InitTopic(topic); err != nil {
+		t.Fatal(err)
+	}
+	table := "`" + sqlstore.TopicTable(topic) + "`"
+	if _, err := db.W.ExecContext(ctx, "INSERT INTO "+table+" (uuid, payload, acked) VALUES ('m', '{}', 1)"); err != nil {
+		t.Fatal(err)
+	}
+	for range 15 { // 2^15 rows
+		if _, err := db.W.ExecContext(ctx, "INSERT INTO "+table+" (uuid, payload, acked) SELECT CONCAT(uuid, `offset`), payload, 1 FROM "+table); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rows int
+	if err := db.R.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+table).Scan(&rows); err != nil || rows != 1<<15 {
+		t.Fatalf("%d rows (%v), want %d", rows, err, 1<<15)
+	}
+	conn, err := db.W.Conn(ctx) // the counters are the session's
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	reads := func() int64 {
+		t.Helper()
+		rs, err := conn.QueryContext(ctx, "SHOW SESSION STATUS LIKE 'Handler_read%'")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = rs.Close() }()
+		var sum int64
+		for rs.Next() {
+			var name string
+			var n int64
+			if err := rs.Scan(&name, &n); err != nil {
+				t.Fatal(err)
+			}
+			sum += n
+		}
+		if err := rs.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return sum
+	}
+	before := reads()
+	res, err := conn.ExecContext(ctx, sqlstore.PruneMySQL(topic), sqlstore.PruneBatch, time.Hour.Microseconds())
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := reads() - before
+	if n, _ := res.RowsAffected(); n != 0 {
+		t.Fatalf("pruned %d rows younger than an hour", n)
+	}
+	if read > 4*sqlstore.PruneBatch {
+		t.Fatalf("the statement read %d rows of a %d-row topic, more than a few batches (%d each)", read, rows, sqlstore.PruneBatch)
+	}
+	t.Logf("read %d rows", read)
 }
