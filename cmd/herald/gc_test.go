@@ -3,6 +3,8 @@ package main
 import (
 	"runtime/debug"
 	"testing"
+
+	"github.com/heraldhq/herald/config"
 )
 
 func TestTuneGC(t *testing.T) {
@@ -13,13 +15,15 @@ func TestTuneGC(t *testing.T) {
 	getenv := func(k string) string { return env[k] }
 	for _, tc := range []struct {
 		name, gogc, db string
+		kafka          []string
 		want           int
 	}{
-		{"SQLite without GOGC", "", "sqlite://herald.db", sqliteGCPercent},
-		{"PostgreSQL without GOGC", "", "postgres://h@db:5432/herald", 100},
-		{"MySQL without GOGC", "", "mysql://root@db:3306/herald", 100},
+		{"SQLite without GOGC", "", "sqlite://herald.db", nil, sqliteGCPercent},
+		{"PostgreSQL without GOGC", "", "postgres://h@db:5432/herald", nil, 100},
+		{"MySQL without GOGC", "", "mysql://root@db:3306/herald", nil, 100},
+		{"SQLite in Kafka mode", "", "sqlite://herald.db", []string{"kafka:9092"}, 100},
 		// GOGC set: the runtime applied it at start; Herald leaves it alone.
-		{"SQLite with GOGC=50", "50", "sqlite://herald.db", 50},
+		{"SQLite with GOGC=50", "50", "sqlite://herald.db", nil, 50},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			debug.SetGCPercent(100)
@@ -27,7 +31,7 @@ func TestTuneGC(t *testing.T) {
 			if tc.gogc != "" {
 				debug.SetGCPercent(50)
 			}
-			tuneGC(getenv, tc.db)
+			tuneGC(getenv, config.Config{DB: tc.db, KafkaBrokers: tc.kafka})
 			if got := debug.SetGCPercent(100); got != tc.want {
 				t.Fatalf("the runtime's target is %d, want %d", got, tc.want)
 			}

@@ -94,7 +94,7 @@ func (r running) Start(ctx context.Context) error {
 func (running) Stop() error { return nil }
 
 func (c *loadgenCmd) Run() error {
-	tuneGC(os.Getenv, c.DB)
+	tuneGC(os.Getenv, c.Config)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cfg := loadgen.Config{Writers: c.Writers, Events: c.Events, Duration: c.Duration, Backlog: c.Backlog,

@@ -47,7 +47,7 @@ type serveCmd struct {
 }
 
 func (c *serveCmd) Run() error {
-	tuneGC(os.Getenv, c.DB)
+	tuneGC(os.Getenv, c.Config)
 	logger := newLogger(c.LogFormat, c.LogLevel, os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -88,7 +88,7 @@ type demoCmd struct {
 }
 
 func (c *demoCmd) Run() error {
-	tuneGC(os.Getenv, c.DB)
+	tuneGC(os.Getenv, c.Config)
 	level := "warn"
 	if c.Verbose {
 		level = c.LogLevel
