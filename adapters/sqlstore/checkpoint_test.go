@@ -124,3 +124,51 @@ func TestSQLiteLogStaysBoundedUnderSteadyWrites(t *testing.T) {
 		})
 	}
 }
+
+// A log that grew past LogSizeLimit once, while a long read held the checkpoints back,
+// is cut back to the limit when it starts again; SQLite alone keeps the file at its
+// largest size until the database is closed.
+func TestSQLiteLogFileShrinksAfterAGrowth(t *testing.T) {
+	const limit = 1 << 20
+	db, path := openSQLiteFile(t, sqlstore.Options{CheckpointEvery: 10 * time.Millisecond, CheckpointPages: 64, LogSizeLimit: limit})
+	ctx := context.Background()
+	// A read transaction that stays open: no checkpoint can copy what was committed
+	// after it began, so the log grows.
+	rtx, err := db.R.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := rtx.QueryRowContext(ctx, `SELECT COUNT(*) FROM t`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	insert := func(rows int) {
+		t.Helper()
+		for range rows {
+			if _, err := db.W.ExecContext(ctx, `INSERT INTO t VALUES (randomblob(?))`, 16000); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	insert(300) // ~5 MB
+	grown := fileSize(t, path+"-wal")
+	if grown <= 4*limit {
+		t.Fatalf("the log is %d bytes with a read open: it did not grow past %d as the test needs", grown, 4*limit)
+	}
+	if err := rtx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	// The checkpoints catch up, the writer starts the log again and cuts the file back.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		insert(1)
+		if s := fileSize(t, path+"-wal"); s <= limit {
+			t.Logf("log file %d bytes after %d", s, grown)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the log file is still %d bytes (it grew to %d): not cut back to %d", fileSize(t, path+"-wal"), grown, limit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -147,6 +147,12 @@ type Options struct {
 	// 100 ms and 8,192 pages.
 	CheckpointEvery time.Duration
 	CheckpointPages int64
+	// LogSizeLimit is the size, in bytes, an SQLite write-ahead log file is cut back to
+	// when the log starts again from the beginning. SQLite reuses the file rather than
+	// shrinking it, so without a limit a log that grew large once (a long read holding
+	// back the checkpoints, say) kept its size on disk until the database was closed.
+	// Default 64 MiB, above the log's size under steady load.
+	LogSizeLimit int64
 }
 
 // Open opens the database at rawURL with default options and checks that it answers.
@@ -219,8 +225,13 @@ func openSQLite(ctx context.Context, path string, opts Options) (*DB, error) {
 	open := func(params string) (*sql.DB, error) {
 		return sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"+params)
 	}
+	if opts.LogSizeLimit <= 0 {
+		opts.LogSizeLimit = 64 << 20
+	}
 	// The writer never checkpoints: the checkpointer does, beside it (checkpoint.go).
-	w, err := open("&_pragma=wal_autocheckpoint(0)&_txlock=immediate")
+	// The writer starts the log again after a checkpoint copied all of it, and then
+	// cuts the file back to the limit.
+	w, err := open(fmt.Sprintf("&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(%d)&_txlock=immediate", opts.LogSizeLimit))
 	if err != nil {
 		return nil, err
 	}
