@@ -222,11 +222,17 @@ func openSQLite(ctx context.Context, path string, opts Options) (*DB, error) {
 			return nil, fmt.Errorf("creating directory for %s: %w", path, err)
 		}
 	}
-	open := func(params string) (*sql.DB, error) {
-		return sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"+params)
+	if opts.CheckpointEvery <= 0 {
+		opts.CheckpointEvery = 100 * time.Millisecond
+	}
+	if opts.CheckpointPages <= 0 {
+		opts.CheckpointPages = 8192
 	}
 	if opts.LogSizeLimit <= 0 {
 		opts.LogSizeLimit = 64 << 20
+	}
+	open := func(params string) (*sql.DB, error) {
+		return sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"+params)
 	}
 	// The writer never checkpoints: the checkpointer does, beside it (checkpoint.go).
 	// The writer starts the log again after a checkpoint copied all of it, and then
@@ -259,12 +265,6 @@ func openSQLite(ctx context.Context, path string, opts Options) (*DB, error) {
 		_ = db.Close()
 		_ = c.Close()
 		return nil, fmt.Errorf("opening %s: %w", db.Location, err)
-	}
-	if opts.CheckpointEvery <= 0 {
-		opts.CheckpointEvery = 100 * time.Millisecond
-	}
-	if opts.CheckpointPages <= 0 {
-		opts.CheckpointPages = 8192
 	}
 	db.ckpt = startCheckpointer(c, w, opts.CheckpointEvery, opts.CheckpointPages)
 	return db, nil

@@ -19,11 +19,12 @@ import (
 
 // TestCrashRecovery runs `herald serve` as a child process on PostgreSQL and on
 // SQLite, writes 5,000 events into the outbox while it runs, kills it with SIGKILL
-// three times at random moments (restarting it each time) and waits. Every expected delivery must end sent:
-// none lost. The sandbox must have seen each delivery at most once, except in the
-// documented window (the provider accepted a message, the process died before the
-// status was committed, so the next lease holder sends it again): such duplicates are
-// counted and reported, and bounded by the number of kills times the in-flight sends.
+// three times at random moments (restarting it each time) and waits. Every expected
+// delivery must end sent: none lost. The sandbox must have seen each delivery at most
+// once, except in the documented window (the provider accepted a message, the process
+// died before the status was committed, so the next lease holder sends it again): such
+// duplicates are counted and reported, and bounded by the number of kills times the
+// in-flight sends.
 //
 // On SQLite the core writes from this process to the file Herald's process has open,
 // and each kill leaves Herald's write-ahead log behind for the next run to recover
