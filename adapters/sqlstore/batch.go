@@ -16,11 +16,12 @@ import (
 
 // Batchable writes: the hot path's writes of one kind that queue together for a group
 // transaction (group.go) run as one multi-row statement instead of one statement each
-// on PostgreSQL and MySQL, where a statement costs a round trip and a plan (~80 µs on
-// PostgreSQL here) and a row in a multi-row statement a few µs. SQLite, in process, has
-// no round trip: there each row runs a cached one-row statement (execEach), since a
-// multi-row statement would be parsed again for every batch size. Each kind works on
-// every dialect.
+// on PostgreSQL and MySQL, where a statement costs a plan (~80 µs on PostgreSQL here)
+// and a row in a multi-row statement a few µs; there the group's statements are sent in
+// one round trip (PostgreSQL: pipeline.go, MySQL: mysql_group.go). SQLite, in process,
+// has no round trip: there each row runs a cached one-row statement (execEach), since a
+// multi-row statement would be parsed again for every batch size. The functions here
+// run a kind in a *sql.Tx, on SQLite.
 
 type batchKind int
 
@@ -106,7 +107,7 @@ func scanRows(rows *sql.Rows, err error, scan func(rowScanner) error) error {
 // eachRowIn runs query, which ends in "WHERE <column> ", for the rows whose text column
 // is one of values, and calls scan for each row: "= ?" once per value on SQLite
 // (queryEach), "IN (?, ...)" on MySQL. PostgreSQL's group transactions (pipeline.go)
-// read by value with probeEachPG.
+// read by value with probeEachPG, MySQL's (mysql_group.go) with an IN list of their own.
 func (db *DB) eachRowIn(ctx context.Context, tx *sql.Tx, query string, values []any, scan func(rowScanner) error) error {
 	if db.Dialect == SQLite {
 		return db.queryEach(ctx, tx, query+`= ?`, len(values), func(i int) []any { return values[i : i+1] }, scan)
@@ -157,14 +158,6 @@ func (db *DB) queryEach(ctx context.Context, tx *sql.Tx, query string, n int, ar
 	return nil
 }
 
-// bigint is the dialect's cast target for a 64-bit integer parameter.
-func (db *DB) bigint() string {
-	if db.Dialect == MySQL {
-		return "SIGNED"
-	}
-	return "BIGINT"
-}
-
 type claimArg struct {
 	id, owner string
 	lease     time.Duration
@@ -197,7 +190,8 @@ type claimRow struct {
 // on PostgreSQL (one statement text whatever the batch size), one row at a time on
 // SQLite, an IN list on MySQL. The claimed rows come back from the UPDATE itself where
 // the database can return them (PostgreSQL, SQLite); the others (already sent, leased
-// elsewhere, unknown: rare) are read afterwards.
+// elsewhere, unknown: rare) are read afterwards. MySQL returns none: a SELECT reads
+// them all.
 const (
 	claimCols   = `id, status, attempts, lease_owner, lease_until, created_at`
 	claimUpdate = `UPDATE herald_deliveries SET status = ?, attempts = attempts + 1, lease_owner = ?,
@@ -269,28 +263,18 @@ func (c *claims) resolve() {
 	}
 }
 
-// claimBatch claims deliveries on SQLite and MySQL (PostgreSQL: claimPG): one UPDATE of
-// all rows that are free (a prepared one per row on SQLite), then one SELECT of the
-// rows it did not return.
+// claimBatch claims deliveries on SQLite (PostgreSQL: claimPG, MySQL: buildMySQL): a
+// prepared UPDATE … RETURNING per row that is free, then one read of the rows it did
+// not return.
 func (db *DB) claimBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
 	for _, c := range groupClaims(rs) {
-		var err error
-		if db.Dialect == SQLite {
-			err = db.queryEach(ctx, tx, claimUpdate+`= ?`+claimFree+` RETURNING `+claimCols, len(c.ids), func(i int) []any {
-				return slices.Concat(c.set, c.ids[i:i+1], c.free)
-			}, c.scan)
-		} else {
-			_, err = tx.ExecContext(ctx, db.q(claimUpdate+`IN (`+placeholders(len(c.ids))+`)`+claimFree),
-				slices.Concat(c.set, c.ids, c.free)...)
-		}
+		err := db.queryEach(ctx, tx, claimUpdate+`= ?`+claimFree+` RETURNING `+claimCols, len(c.ids), func(i int) []any {
+			return slices.Concat(c.set, c.ids[i:i+1], c.free)
+		}, c.scan)
 		if err != nil {
 			return fmt.Errorf("claiming %d deliveries: %w", len(c.ids), err)
 		}
-		missing := c.ids // MySQL returns nothing from the UPDATE
-		if db.Dialect != MySQL {
-			missing = notFound(c.ids, c.found)
-		}
-		if len(missing) > 0 {
+		if missing := notFound(c.ids, c.found); len(missing) > 0 {
 			if err := db.eachRowIn(ctx, tx, claimReadQuery, missing, c.scan); err != nil {
 				return fmt.Errorf("reading %d claims: %w", len(c.ids), err)
 			}
@@ -306,57 +290,26 @@ type sentArg struct {
 	at time.Time
 }
 
-// sentBatch marks deliveries sent: one prepared UPDATE per row on SQLite, one UPDATE with
-// a CASE per column for the per-row values on MySQL (PostgreSQL: sentPG).
+// sentBatch marks deliveries sent: one prepared UPDATE per row on SQLite (PostgreSQL:
+// sentPG, MySQL: sentMySQL).
 func (db *DB) sentBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
-	if db.Dialect == SQLite {
-		t := now()
-		return db.execEach(ctx, tx, `UPDATE herald_deliveries SET status = ?, provider = ?, provider_message_id = ?, sent_at = ?,
-			last_error = '', lease_owner = '', lease_until = 0, updated_at = ? WHERE id = ?`, len(rs), func(i int) []any {
-			a := rs[i].arg.(sentArg)
-			return []any{string(notify.StatusSent), a.r.Provider, a.r.ProviderMessageID, a.at.UnixMicro(), t, a.id}
-		})
-	}
-	var prov, pmid, at strings.Builder
-	var pa, ma, ta, ids []any
-	for _, r := range rs {
-		a := r.arg.(sentArg)
-		prov.WriteString(" WHEN ? THEN ?")
-		pmid.WriteString(" WHEN ? THEN ?")
-		at.WriteString(" WHEN ? THEN CAST(? AS " + db.bigint() + ")")
-		pa = append(pa, a.id, a.r.Provider)
-		ma = append(ma, a.id, a.r.ProviderMessageID)
-		ta = append(ta, a.id, a.at.UnixMicro())
-		ids = append(ids, a.id)
-	}
-	args := append([]any{string(notify.StatusSent)}, pa...)
-	args = append(append(append(args, ma...), ta...), now())
-	args = append(args, ids...)
-	_, err := tx.ExecContext(ctx, db.q(`UPDATE herald_deliveries SET status = ?, provider = CASE id`+prov.String()+` END,
-		provider_message_id = CASE id`+pmid.String()+` END, sent_at = CASE id`+at.String()+` END,
-		last_error = '', lease_owner = '', lease_until = 0, updated_at = ? WHERE id IN (`+placeholders(len(ids))+`)`), args...)
-	if err != nil {
-		return fmt.Errorf("marking %d deliveries sent: %w", len(ids), err)
-	}
-	return nil
+	t := now()
+	return db.execEach(ctx, tx, `UPDATE herald_deliveries SET status = ?, provider = ?, provider_message_id = ?, sent_at = ?,
+		last_error = '', lease_owner = '', lease_until = 0, updated_at = ? WHERE id = ?`, len(rs), func(i int) []any {
+		a := rs[i].arg.(sentArg)
+		return []any{string(notify.StatusSent), a.r.Provider, a.r.ProviderMessageID, a.at.UnixMicro(), t, a.id}
+	})
 }
 
+const (
+	sandboxInsert = `INSERT INTO herald_sandbox_sends (delivery_id, channel, address, subject, body, accepted_at) VALUES `
+	inboxInsert   = `INSERT INTO herald_inbox (recipient_id, delivery_id, event_type, title, body, created_at) `
+)
+
 // sandboxBatch records sandbox sends and returns their ids: one prepared INSERT …
-// RETURNING per row on SQLite (queryEach), one INSERT each on MySQL, whose multi-row
-// insert reports the first id only (PostgreSQL: sandboxPG).
+// RETURNING per row on SQLite (PostgreSQL: sandboxPG; MySQL, whose multi-row insert
+// reports the first id only: an INSERT and a SELECT LAST_INSERT_ID() each, buildMySQL).
 func (db *DB) sandboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
-	const insert = `INSERT INTO herald_sandbox_sends (delivery_id, channel, address, subject, body, accepted_at) VALUES `
-	if db.Dialect == MySQL {
-		for _, r := range rs {
-			a := r.arg.(SandboxSend)
-			id, err := db.insertID(ctx, tx, insert+`(?, ?, ?, ?, ?, ?)`, a.DeliveryID, a.Channel, a.Address, a.Subject, a.Body, a.AcceptedAt.UnixMicro())
-			if err != nil {
-				return fmt.Errorf("recording sandbox send: %w", err)
-			}
-			r.out = id
-		}
-		return nil
-	}
 	ids := map[string][]int64{}
 	scan := func(rows rowScanner) error {
 		var id int64
@@ -365,7 +318,7 @@ func (db *DB) sandboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) erro
 		ids[d] = append(ids[d], id)
 		return err
 	}
-	err := db.queryEach(ctx, tx, insert+`(?,?,?,?,?,?) RETURNING id, delivery_id`, len(rs), func(i int) []any {
+	err := db.queryEach(ctx, tx, sandboxInsert+`(?,?,?,?,?,?) RETURNING id, delivery_id`, len(rs), func(i int) []any {
 		a := rs[i].arg.(SandboxSend)
 		return []any{a.DeliveryID, a.Channel, a.Address, a.Subject, a.Body, a.AcceptedAt.UnixMicro()}
 	}, scan)
@@ -386,12 +339,10 @@ type inboxArg struct {
 	recipientID, deliveryID, eventType, title, body string
 }
 
-// inboxBatch adds inbox messages in one INSERT (a prepared one per row on SQLite; a
-// delivery already there is kept) and returns their ids: from the INSERT itself on
-// SQLite (RETURNING), then from one SELECT for the ones it did not insert (already
-// there: rare) or, on MySQL, for all (PostgreSQL: inboxPG).
+// inboxBatch adds inbox messages with a prepared INSERT … RETURNING per row on SQLite
+// (a delivery already there is kept) and returns their ids, read afterwards for the
+// ones it did not insert (already there: rare). PostgreSQL: inboxPG, MySQL: inboxMySQL.
 func (db *DB) inboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
-	const insert = `INSERT INTO herald_inbox (recipient_id, delivery_id, event_type, title, body, created_at) `
 	ids := make([]any, 0, len(rs))
 	t := now()
 	for _, r := range rs {
@@ -405,31 +356,15 @@ func (db *DB) inboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error 
 		found[d] = id
 		return err
 	}
-	var err error
-	switch db.Dialect {
-	case SQLite:
-		err = db.queryEach(ctx, tx, insert+`VALUES (?,?,?,?,?,?)`+db.onConflictNothing("delivery_id")+` RETURNING id, delivery_id`,
-			len(rs), func(i int) []any {
-				a := rs[i].arg.(inboxArg)
-				return []any{a.recipientID, a.deliveryID, a.eventType, a.title, a.body, t}
-			}, scan)
-	default:
-		args := make([]any, 0, 6*len(rs))
-		for _, r := range rs {
-			a := r.arg.(inboxArg)
-			args = append(args, a.recipientID, a.deliveryID, a.eventType, a.title, a.body, t)
-		}
-		_, err = tx.ExecContext(ctx, db.q(insert+`VALUES `+strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?),", len(rs)), ",")+
-			db.onConflictNothing("delivery_id")), args...)
-	}
+	err := db.queryEach(ctx, tx, inboxInsert+`VALUES (?,?,?,?,?,?)`+db.onConflictNothing("delivery_id")+` RETURNING id, delivery_id`,
+		len(rs), func(i int) []any {
+			a := rs[i].arg.(inboxArg)
+			return []any{a.recipientID, a.deliveryID, a.eventType, a.title, a.body, t}
+		}, scan)
 	if err != nil {
 		return fmt.Errorf("adding %d inbox messages: %w", len(rs), err)
 	}
-	missing := ids // MySQL returns nothing from the INSERT
-	if db.Dialect != MySQL {
-		missing = notFound(ids, found)
-	}
-	if len(missing) > 0 {
+	if missing := notFound(ids, found); len(missing) > 0 {
 		if err := db.eachRowIn(ctx, tx, `SELECT id, delivery_id FROM herald_inbox WHERE delivery_id `, missing, scan); err != nil {
 			return fmt.Errorf("reading inbox message ids: %w", err)
 		}
@@ -473,7 +408,8 @@ func fanOutRows(rs []*groupReq) (ns []NotificationRecord, ds []notify.Delivery, 
 
 // fanOutBatch records the notifications and deliveries of many events in one INSERT
 // each and publishes their messages with one INSERT per topic, in request order (so
-// a topic keeps the order in which the events were handed out). PostgreSQL: fanOutPG.
+// a topic keeps the order in which the events were handed out). PostgreSQL: fanOutPG,
+// MySQL: fanOutMySQL.
 func (db *DB) fanOutBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
 	ns, ds, topics, byTopic := fanOutRows(rs)
 	if err := db.Notifications().Record(ctx, tx, ns); err != nil {

@@ -43,6 +43,9 @@ type DB struct {
 	// sharing one bounded pool deadlocks as soon as the subscriptions outnumber it.
 	// Its size is bounded by the number of subscriptions.
 	sub *sql.DB
+	// multi runs MySQL's group transactions, several statements per query
+	// (mysql_group.go), one connection per committer; nil on PostgreSQL and SQLite.
+	multi *sql.DB
 	// stmts caches the hot path's prepared statements.
 	stmts stmts
 	// group commits the writes of concurrent handlers together (Group) with
@@ -198,7 +201,20 @@ func OpenWith(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 	}
 	subs.SetMaxIdleConns(16)
 	subs.SetConnMaxIdleTime(time.Minute)
-	db := &DB{Dialect: d, W: pool, R: pool, sub: subs, Location: redact(u), committers: min(opts.Committers, opts.MaxConns/2)}
+	db := &DB{Dialect: d, W: pool, R: pool, sub: subs, Location: redact(u), committers: max(1, min(opts.Committers, opts.MaxConns/2))}
+	if d == MySQL {
+		mdsn, err := multiStatementsDSN(dsn)
+		if err == nil {
+			db.multi, err = sql.Open(driver, mdsn)
+		}
+		if err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+		db.multi.SetMaxOpenConns(db.committers)
+		db.multi.SetMaxIdleConns(db.committers)
+		db.multi.SetConnMaxIdleTime(5 * time.Minute)
+	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := pool.PingContext(pctx); err != nil {
@@ -276,6 +292,9 @@ func (db *DB) Close() error {
 	err := db.closeStmts()
 	if db.sub != nil {
 		err = errors.Join(err, db.sub.Close())
+	}
+	if db.multi != nil {
+		err = errors.Join(err, db.multi.Close())
 	}
 	if db.W == db.R {
 		return errors.Join(err, db.W.Close())

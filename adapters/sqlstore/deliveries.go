@@ -102,8 +102,46 @@ func (s *Deliveries) unrecorded(ctx context.Context, tx *sql.Tx, ds []notify.Del
 	if len(ds) == 0 {
 		return ds, nil
 	}
-	type target struct{ event, channel, address string }
-	recorded := map[target]string{}
+	recorded := recordedSet{}
+	if err := s.db.eachRowIn(ctx, tx, recordedQuery, eventIDs(ds), recorded.scan); err != nil {
+		return nil, fmt.Errorf("reading recorded deliveries: %w", err)
+	}
+	return recorded.keep(ds), nil
+}
+
+// recordedSet holds the ids of recorded deliveries by event, channel and address (rows
+// of recordedQuery).
+type recordedSet map[recordedTarget]string
+
+type recordedTarget struct{ event, channel, address string }
+
+func (m recordedSet) scan(rows rowScanner) error {
+	var id string
+	var t recordedTarget
+	if err := rows.Scan(&id, &t.event, &t.channel, &t.address); err != nil {
+		return err
+	}
+	m[t] = id
+	return nil
+}
+
+// keep returns ds without the deliveries recorded under another id.
+func (m recordedSet) keep(ds []notify.Delivery) []notify.Delivery {
+	if len(m) == 0 {
+		return ds
+	}
+	kept := ds[:0:0]
+	for _, d := range ds {
+		if id, ok := m[recordedTarget{d.EventID, string(d.Channel), string(d.Address)}]; ok && id != d.ID {
+			continue
+		}
+		kept = append(kept, d)
+	}
+	return kept
+}
+
+// eventIDs returns the events of ds, each once.
+func eventIDs(ds []notify.Delivery) []any {
 	events := make([]any, 0, len(ds))
 	seen := map[string]bool{}
 	for _, d := range ds {
@@ -112,29 +150,7 @@ func (s *Deliveries) unrecorded(ctx context.Context, tx *sql.Tx, ds []notify.Del
 			events = append(events, d.EventID)
 		}
 	}
-	scan := func(rows rowScanner) error {
-		var id string
-		var t target
-		if err := rows.Scan(&id, &t.event, &t.channel, &t.address); err != nil {
-			return err
-		}
-		recorded[t] = id
-		return nil
-	}
-	if err := s.db.eachRowIn(ctx, tx, recordedQuery, events, scan); err != nil {
-		return nil, fmt.Errorf("reading recorded deliveries: %w", err)
-	}
-	if len(recorded) == 0 {
-		return ds, nil
-	}
-	kept := ds[:0:0]
-	for _, d := range ds {
-		if id, ok := recorded[target{d.EventID, string(d.Channel), string(d.Address)}]; ok && id != d.ID {
-			continue
-		}
-		kept = append(kept, d)
-	}
-	return kept, nil
+	return events
 }
 
 // IDFor returns the id under which the delivery of event eventID on channel ch to

@@ -1,7 +1,6 @@
 package sqlstore
 
 import (
-	"context"
 	"strconv"
 	"strings"
 )
@@ -53,20 +52,6 @@ func (db *DB) onConflictUpdate(key string, cols ...string) string {
 		return " ON DUPLICATE KEY UPDATE " + strings.Join(sets, ", ")
 	}
 	return " ON CONFLICT (" + key + ") DO UPDATE SET " + strings.Join(sets, ", ")
-}
-
-// insertID runs an INSERT into a table with an auto-increment id and returns the id.
-func (db *DB) insertID(ctx context.Context, o on, query string, args ...any) (int64, error) {
-	if db.Dialect == Postgres {
-		var id int64
-		err := db.queryRowP(ctx, o, query+" RETURNING id", args...).Scan(&id)
-		return id, err
-	}
-	res, err := db.execP(ctx, o, query, args...)
-	if err != nil {
-		return 0, err
-	}
-	return res.LastInsertId()
 }
 
 // likePrefix returns a LIKE pattern matching strings that start with prefix.

@@ -2,11 +2,15 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"net"
+	"sync/atomic"
 	"time"
 
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/heraldhq/herald/notify"
 )
@@ -57,7 +61,7 @@ func BatchStatements(ctx context.Context, db *DB, sizes []int) ([]int, error) {
 			{batchSent, func(i int) any { return sentArg{id: id(i), r: notify.Receipt{Provider: "p"}, at: time.Now()} }},
 		}
 		for _, s := range steps {
-			var g pgGroup
+			var g stmtGroup
 			if err := db.buildPG(&g, s.kind, reqs(s.arg)); err != nil {
 				return nil, err
 			}
@@ -82,12 +86,16 @@ const InsertUnrecordedPG = insertUnrecordedPG
 // the statement Exec.
 type GroupWrite struct {
 	ClaimID, Owner, Exec string
+	// Sandbox, when set, records a sandbox send of this delivery.
+	Sandbox string
 }
 
 // GroupResult is what a GroupWrite got.
 type GroupResult struct {
 	Err   error
 	Claim Claim
+	// SandboxID is the id of a Sandbox write's record.
+	SandboxID int64
 }
 
 // CommitGroup runs writes as one group transaction, as the committers do, and returns
@@ -96,7 +104,10 @@ func CommitGroup(db *DB, writes []GroupWrite) []GroupResult {
 	batch := make([]*groupReq, len(writes))
 	for i, w := range writes {
 		r := &groupReq{kind: batchExec, arg: wsql.Query{Query: w.Exec}, done: make(chan error, 1)}
-		if w.Exec == "" {
+		switch {
+		case w.Sandbox != "":
+			r.kind, r.arg = batchSandbox, SandboxSend{DeliveryID: w.Sandbox, Channel: "sms", Address: "x", AcceptedAt: time.Now()}
+		case w.Exec == "":
 			r.kind, r.arg = batchClaim, claimArg{id: w.ClaimID, owner: w.Owner, lease: time.Minute}
 		}
 		batch[i] = r
@@ -108,8 +119,56 @@ func CommitGroup(db *DB, writes []GroupWrite) []GroupResult {
 		if c, ok := r.out.(claimOut); ok && out[i].Err == nil {
 			out[i].Claim, out[i].Err = c.c, c.err
 		}
+		if id, ok := r.out.(int64); ok {
+			out[i].SandboxID = id
+		}
 	}
 	return out
+}
+
+// CountMySQLGroupPackets makes db, opened at rawURL on MySQL, run its group
+// transactions on connections that count the packets they send to the server, and
+// returns the count (for tests). The driver sends a query as one packet (up to 16 MiB),
+// so the count after a connection's handshake is the number of round trips.
+func CountMySQLGroupPackets(db *DB, rawURL string) (*atomic.Int64, error) {
+	_, dsn, err := ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if dsn, err = multiStatementsDSN(dsn); err != nil {
+		return nil, err
+	}
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	var n atomic.Int64
+	cfg.Net = fmt.Sprintf("counting-%p", db)
+	mysql.RegisterDialContext(cfg.Net, func(ctx context.Context, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{c, &n}, nil
+	})
+	multi, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		return nil, err
+	}
+	multi.SetMaxOpenConns(db.committers)
+	_ = db.multi.Close()
+	db.multi = multi
+	return &n, nil
+}
+
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(b)
 }
 
 // Committers is how many group-commit transactions db runs at once (for tests).

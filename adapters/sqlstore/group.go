@@ -155,8 +155,8 @@ func (db *DB) runGroup(ctx context.Context, batch []*groupReq) error {
 	for _, r := range batch {
 		r.err = nil
 	}
-	if db.Dialect == Postgres {
-		return db.runGroupPG(ctx, batch)
+	if db.Dialect != SQLite {
+		return db.runGroupStmts(ctx, batch)
 	}
 	tx, err := db.W.BeginTx(ctx, nil)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -17,7 +18,7 @@ import (
 // COMMIT: at 250 events/s, where groups are small, Herald's statements, BEGIN and COMMIT
 // included, were ~18 per event, each a wake-up of both processes, which on a server that
 // is not busy costs more CPU than the statement itself (docs/performance.md, Profile).
-// On PostgreSQL a group is therefore built as a list of statements (pgGroup) that depend
+// On PostgreSQL a group is therefore built as a list of statements (stmtGroup) that depend
 // on no earlier statement's result, and sent as one pipeline (pgx's batch: the
 // statements, then one Sync, which makes them one implicit transaction, committed at the
 // Sync or rolled back at the first error). What a statement returns is read when the
@@ -27,38 +28,61 @@ import (
 // holds a write of its own (Group's fn, which needs a *sql.Tx) runs the same statements
 // one by one in a database/sql transaction instead.
 
-// pgStmt is one statement of a PostgreSQL group transaction; row, when set, is called
-// for each row it returns.
-type pgStmt struct {
+// groupStmt is one statement of a group transaction sent in one round trip (PostgreSQL
+// here, MySQL in mysql_group.go); row, when set, is called for each row it returns.
+type groupStmt struct {
 	query string
 	args  []any
 	row   func(rowScanner) error
 }
 
-// pgGroup is a PostgreSQL group transaction being built.
-type pgGroup struct {
-	stmts []pgStmt
+// stmtGroup is a group transaction being built.
+type stmtGroup struct {
+	stmts []groupStmt
+	// then, when set, adds the statements that follow once the results of those above
+	// are read (MySQL's fan-out, which reads the deliveries recorded under other ids
+	// first); they run in the same transaction, in a further round trip.
+	then func(g *stmtGroup) error
 	// after runs after the commit, in order: reads the statements' results needed
 	// beyond what they returned, and sets each request's out (or its err).
 	after []func(ctx context.Context)
 	wake  []string // topics published to
 }
 
-func (g *pgGroup) add(query string, args []any, row func(rowScanner) error) {
-	g.stmts = append(g.stmts, pgStmt{query: query, args: args, row: row})
+func (g *stmtGroup) add(query string, args []any, row func(rowScanner) error) {
+	g.stmts = append(g.stmts, groupStmt{query: query, args: args, row: row})
+}
+
+// thenDo chains f after the group's then.
+func (g *stmtGroup) thenDo(f func(g *stmtGroup) error) {
+	prev := g.then
+	if prev == nil {
+		g.then = f
+		return
+	}
+	g.then = func(g *stmtGroup) error {
+		if err := prev(g); err != nil {
+			return err
+		}
+		return f(g)
+	}
 }
 
 // ExecContext adds a statement that returns no rows, so that code that writes through
 // an Execer (Notifications.Record, Deliveries.InsertQueued) builds the group's
 // statements. The result is nil: nothing is run yet.
-func (g *pgGroup) ExecContext(_ context.Context, query string, args ...any) (sql.Result, error) {
+func (g *stmtGroup) ExecContext(_ context.Context, query string, args ...any) (sql.Result, error) {
 	g.add(query, args, nil)
 	return nil, nil
 }
 
-// runGroupPG runs a group transaction on PostgreSQL.
-func (db *DB) runGroupPG(ctx context.Context, batch []*groupReq) error {
-	var g pgGroup
+// runGroupStmts runs a group transaction on PostgreSQL or MySQL.
+func (db *DB) runGroupStmts(ctx context.Context, batch []*groupReq) error {
+	build, send := db.buildPG, db.sendPipeline
+	if db.Dialect == MySQL {
+		build, send = db.buildMySQL, db.sendMySQL
+	}
+	var g stmtGroup
 	var fns []*groupReq
 	var kinds [numBatchKinds][]*groupReq
 	for _, r := range batch {
@@ -72,13 +96,13 @@ func (db *DB) runGroupPG(ctx context.Context, batch []*groupReq) error {
 		if len(rs) == 0 {
 			continue
 		}
-		if err := db.buildPG(&g, batchKind(k), rs); err != nil {
+		if err := build(&g, batchKind(k), rs); err != nil {
 			return err
 		}
 	}
 	var err error
 	if len(fns) == 0 {
-		err = db.sendPipeline(ctx, &g)
+		err = send(ctx, &g)
 	} else {
 		err = db.runStatementsInTx(ctx, fns, &g)
 	}
@@ -94,7 +118,7 @@ func (db *DB) runGroupPG(ctx context.Context, batch []*groupReq) error {
 
 // sendPipeline sends the group's statements in one round trip, as one implicit
 // transaction.
-func (db *DB) sendPipeline(ctx context.Context, g *pgGroup) error {
+func (db *DB) sendPipeline(ctx context.Context, g *stmtGroup) error {
 	if len(g.stmts) == 0 {
 		return nil
 	}
@@ -132,7 +156,7 @@ func (db *DB) sendPipeline(ctx context.Context, g *pgGroup) error {
 
 // runStatementsInTx runs the writes fns, then the group's statements one by one, in one
 // database/sql transaction.
-func (db *DB) runStatementsInTx(ctx context.Context, fns []*groupReq, g *pgGroup) error {
+func (db *DB) runStatementsInTx(ctx context.Context, fns []*groupReq, g *stmtGroup) error {
 	tx, err := db.W.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("beginning transaction: %w", err)
@@ -153,25 +177,34 @@ func (db *DB) runStatementsInTx(ctx context.Context, fns []*groupReq, g *pgGroup
 	return nil
 }
 
-// exec runs the group's statements one by one in tx.
-func (g *pgGroup) exec(ctx context.Context, tx *sql.Tx) error {
-	for _, s := range g.stmts {
-		var err error
-		if s.row == nil {
-			_, err = tx.ExecContext(ctx, s.query, s.args...)
-		} else {
-			rows, qerr := tx.QueryContext(ctx, s.query, s.args...)
-			err = scanRows(rows, qerr, s.row)
+// exec runs the group's statements one by one in tx, then those its then adds.
+func (g *stmtGroup) exec(ctx context.Context, tx *sql.Tx) error {
+	for {
+		for _, s := range g.stmts {
+			var err error
+			if s.row == nil {
+				_, err = tx.ExecContext(ctx, s.query, s.args...)
+			} else {
+				rows, qerr := tx.QueryContext(ctx, s.query, s.args...)
+				err = scanRows(rows, qerr, s.row)
+			}
+			if err != nil {
+				return err
+			}
 		}
-		if err != nil {
+		next := g.then
+		if next == nil {
+			return nil
+		}
+		g.stmts, g.then = nil, nil
+		if err := next(g); err != nil {
 			return err
 		}
 	}
-	return nil
 }
 
 // buildPG adds the statements of the requests rs, all of kind k, to g.
-func (db *DB) buildPG(g *pgGroup, k batchKind, rs []*groupReq) error {
+func (db *DB) buildPG(g *stmtGroup, k batchKind, rs []*groupReq) error {
 	switch k {
 	case batchClaim:
 		db.claimPG(g, rs)
@@ -184,10 +217,7 @@ func (db *DB) buildPG(g *pgGroup, k batchKind, rs []*groupReq) error {
 	case batchFanOut:
 		return db.fanOutPG(g, rs)
 	case batchExec:
-		for _, r := range rs {
-			q := r.arg.(wsql.Query)
-			g.add(q.Query, q.Args, nil)
-		}
+		g.addExecs(rs)
 	default:
 		return fmt.Errorf("sqlstore: unknown batch kind %d", k)
 	}
@@ -215,7 +245,7 @@ func (db *DB) probeAfterPG(ctx context.Context, query string, values []any, scan
 
 // claimPG claims deliveries with one UPDATE per lease (claimBatch). Rows the UPDATE did
 // not take (leased elsewhere, ended, unknown) are read after the commit.
-func (db *DB) claimPG(g *pgGroup, rs []*groupReq) {
+func (db *DB) claimPG(g *stmtGroup, rs []*groupReq) {
 	for _, c := range groupClaims(rs) {
 		g.add(claimUpdatePG, c.updateArgsPG(), c.scan)
 		g.after = append(g.after, func(ctx context.Context) {
@@ -233,7 +263,7 @@ func (db *DB) claimPG(g *pgGroup, rs []*groupReq) {
 }
 
 // sentPG marks deliveries sent (sentBatch).
-func sentPG(g *pgGroup, rs []*groupReq) {
+func sentPG(g *stmtGroup, rs []*groupReq) {
 	ids, prov, pmid, at := make([]string, len(rs)), make([]string, len(rs)), make([]string, len(rs)), make([]int64, len(rs))
 	for i, r := range rs {
 		a := r.arg.(sentArg)
@@ -246,7 +276,7 @@ func sentPG(g *pgGroup, rs []*groupReq) {
 }
 
 // sandboxPG records sandbox sends and returns their ids (sandboxBatch).
-func sandboxPG(g *pgGroup, rs []*groupReq) {
+func sandboxPG(g *stmtGroup, rs []*groupReq) {
 	var c [5][]string
 	at := make([]int64, len(rs))
 	for i, r := range rs {
@@ -278,7 +308,7 @@ func sandboxPG(g *pgGroup, rs []*groupReq) {
 
 // inboxPG adds inbox messages and returns their ids (inboxBatch); the ids of messages
 // that were there already are read after the commit.
-func (db *DB) inboxPG(g *pgGroup, rs []*groupReq) {
+func (db *DB) inboxPG(g *stmtGroup, rs []*groupReq) {
 	var c [5][]string
 	ids := make([]any, 0, len(rs))
 	for _, r := range rs {
@@ -334,7 +364,7 @@ const insertUnrecordedPG = `INSERT INTO herald_deliveries (id, event_id, event_t
 
 // fanOutPG records notifications and deliveries and publishes their messages
 // (fanOutBatch).
-func (db *DB) fanOutPG(g *pgGroup, rs []*groupReq) error {
+func (db *DB) fanOutPG(g *stmtGroup, rs []*groupReq) error {
 	ns, ds, topics, byTopic := fanOutRows(rs)
 	if err := db.Notifications().Record(context.Background(), g, ns); err != nil {
 		return err
@@ -342,6 +372,12 @@ func (db *DB) fanOutPG(g *pgGroup, rs []*groupReq) error {
 	for i := 0; i < len(ds); i += 1000 {
 		g.add(insertUnrecordedPG, queuedArgsPG(ds[i:min(i+1000, len(ds))], now()), nil)
 	}
+	return db.publishStmts(g, topics, byTopic)
+}
+
+// publishStmts adds the inserts of messages into their topics, in the order of topics,
+// and wakes the topics' subscriptions after the commit.
+func (db *DB) publishStmts(g *stmtGroup, topics []string, byTopic map[string][]*message.Message) error {
 	schema := db.SchemaAdapter(0)
 	for _, topic := range topics {
 		ms := byTopic[topic]
@@ -355,4 +391,12 @@ func (db *DB) fanOutPG(g *pgGroup, rs []*groupReq) error {
 		g.wake = append(g.wake, topic)
 	}
 	return nil
+}
+
+// addExecs adds the statements of batchExec requests.
+func (g *stmtGroup) addExecs(rs []*groupReq) {
+	for _, r := range rs {
+		q := r.arg.(wsql.Query)
+		g.add(q.Query, q.Args, nil)
+	}
 }

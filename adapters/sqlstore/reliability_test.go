@@ -306,3 +306,64 @@ func TestGroupFailureFailsOnlyItsWrite(t *testing.T) {
 		}
 	})
 }
+
+// On MySQL a group transaction without fan-outs is one query: START TRANSACTION, the
+// writes (a claim's UPDATE and the SELECT of its rows, a sandbox send's INSERT and the
+// SELECT of its id, a statement) and COMMIT, sent as one text. Through database/sql
+// this group took eight round trips. Each write still gets its own result.
+func TestMySQLGroupIsOneRoundTrip(t *testing.T) {
+	t.Parallel()
+	url := testdb.MySQL(t)
+	db, err := sqlstore.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	ctx := context.Background()
+	if err := db.Migrate(ctx, []string{"sms"}); err != nil {
+		t.Fatal(err)
+	}
+	var ds []notify.Delivery
+	for i := 0; i < 4; i++ {
+		ds = append(ds, notify.Delivery{ID: fmt.Sprintf("r%d", i), EventID: "e1", EventType: "x", Channel: notify.ChannelSMS,
+			Lane: notify.LaneNormal, Address: notify.Address(fmt.Sprintf("+861380013800%d", i)), OccurredAt: time.Now()})
+	}
+	if err := db.Deliveries().InsertQueued(ctx, db.W, ds); err != nil {
+		t.Fatal(err)
+	}
+	packets, err := sqlstore.CountMySQLGroupPackets(db, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first group opens the connection (its handshake is counted too).
+	if got := sqlstore.CommitGroup(db, []sqlstore.GroupWrite{{ClaimID: "r0", Owner: "o"}}); got[0].Err != nil || got[0].Claim.State != sqlstore.Claimed {
+		t.Fatalf("first claim: %+v", got[0])
+	}
+	packets.Store(0)
+	got := sqlstore.CommitGroup(db, []sqlstore.GroupWrite{
+		{ClaimID: "r1", Owner: "o"},
+		{ClaimID: "r0", Owner: "o"}, // leased by the first group
+		{ClaimID: "r2", Owner: "o"},
+		{Sandbox: "r1"},
+		{Sandbox: "r2"},
+		{Exec: "UPDATE herald_deliveries SET last_error = 'marked' WHERE id = 'r3'"},
+	})
+	if n := packets.Load(); n != 1 {
+		t.Errorf("the group sent %d queries, want 1", n)
+	}
+	for i, want := range []sqlstore.ClaimState{sqlstore.Claimed, sqlstore.ClaimBusy, sqlstore.Claimed} {
+		if got[i].Err != nil || got[i].Claim.State != want {
+			t.Errorf("claim %d: %+v, want state %v", i, got[i], want)
+		}
+	}
+	if got[3].Err != nil || got[4].Err != nil || got[3].SandboxID == 0 || got[4].SandboxID <= got[3].SandboxID {
+		t.Errorf("sandbox sends: %+v, %+v: want two ids, the second larger", got[3], got[4])
+	}
+	d, err := db.Deliveries().Get(ctx, "r3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.LastError != "marked" {
+		t.Errorf("the statement of the group was not committed: last_error %q", d.LastError)
+	}
+}

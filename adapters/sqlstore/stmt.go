@@ -94,20 +94,7 @@ func (db *DB) execP(ctx context.Context, o on, query string, args ...any) (sql.R
 	return s.ExecContext(ctx, args...)
 }
 
-// queryRowP runs a cached single-row query on o (a pool or a transaction).
-func (db *DB) queryRowP(ctx context.Context, o on, query string, args ...any) rowScanner {
-	s, err := db.stmtOn(ctx, o, query) //nolint:sqlclosecheck // cached; closed by DB.Close
-	if err != nil {
-		return errRow{err}
-	}
-	return s.QueryRowContext(ctx, args...)
-}
-
 type rowScanner interface{ Scan(dest ...any) error }
-
-type errRow struct{ err error }
-
-func (r errRow) Scan(...any) error { return r.err }
 
 // prepareWanted caches the statements transactions wanted; the committer calls it
 // between transactions, when the writer's connection is free.

@@ -1,0 +1,259 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/heraldhq/herald/notify"
+)
+
+// MySQL group transactions in one round trip (ADR 0011). Through database/sql each
+// statement of a group transaction is a round trip to the server, and so are BEGIN and
+// COMMIT: a fan-out of three channels took eight, a claim four. On MySQL a group is
+// therefore built as a list of statements (stmtGroup, as on PostgreSQL: pipeline.go) and
+// sent as one text, "START TRANSACTION; …; COMMIT", on a connection of its own pool that
+// allows several statements per query (multiStatements), with the arguments put into the
+// text by the driver (interpolateParams, on for every MySQL connection: db.go). The
+// server runs the statements in order and stops at the first error; the transaction is
+// then rolled back. MySQL's UPDATE and INSERT return no rows, so a claim and an inbox
+// write read their rows with a SELECT of their own in the same text, and a sandbox send
+// its id with SELECT LAST_INSERT_ID(); each SELECT's rows come back as a result set of
+// their own, in order. One statement depends on an earlier one's result: the fan-out
+// inserts only the deliveries not recorded under other ids (Deliveries.unrecorded), so
+// a group with fan-outs reads those first and sends the rest, COMMIT included, in a
+// second round trip (stmtGroup.then).
+
+// multiStatementsDSN returns the MySQL DSN dsn with several statements per query
+// allowed.
+func multiStatementsDSN(dsn string) (string, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return "", err
+	}
+	cfg.MultiStatements = true
+	return cfg.FormatDSN(), nil
+}
+
+// buildMySQL adds the statements of the requests rs, all of kind k, to g.
+func (db *DB) buildMySQL(g *stmtGroup, k batchKind, rs []*groupReq) error {
+	switch k {
+	case batchClaim:
+		for _, c := range groupClaims(rs) {
+			g.add(claimUpdate+`IN (`+placeholders(len(c.ids))+`)`+claimFree, slices.Concat(c.set, c.ids, c.free), nil)
+			g.add(claimReadQuery+`IN (`+placeholders(len(c.ids))+`)`, c.ids, c.scan)
+			g.after = append(g.after, func(context.Context) { c.resolve() })
+		}
+	case batchSent:
+		q, args := db.sentMySQL(rs)
+		g.add(q, args, nil)
+	case batchSandbox:
+		for _, r := range rs {
+			a := r.arg.(SandboxSend)
+			g.add(sandboxInsert+`(?, ?, ?, ?, ?, ?)`, []any{a.DeliveryID, a.Channel, a.Address, a.Subject, a.Body, a.AcceptedAt.UnixMicro()}, nil)
+			g.add(`SELECT LAST_INSERT_ID()`, nil, func(row rowScanner) error {
+				var id int64
+				err := row.Scan(&id)
+				r.out = id
+				return err
+			})
+		}
+	case batchInbox:
+		db.inboxMySQL(g, rs)
+	case batchFanOut:
+		return db.fanOutMySQL(g, rs)
+	case batchExec:
+		g.addExecs(rs)
+	default:
+		return fmt.Errorf("sqlstore: unknown batch kind %d", k)
+	}
+	return nil
+}
+
+// sentMySQL returns the UPDATE that marks deliveries sent: a CASE per column for the
+// per-row values.
+func (db *DB) sentMySQL(rs []*groupReq) (string, []any) {
+	var prov, pmid, at strings.Builder
+	var pa, ma, ta, ids []any
+	for _, r := range rs {
+		a := r.arg.(sentArg)
+		prov.WriteString(" WHEN ? THEN ?")
+		pmid.WriteString(" WHEN ? THEN ?")
+		at.WriteString(" WHEN ? THEN CAST(? AS SIGNED)")
+		pa = append(pa, a.id, a.r.Provider)
+		ma = append(ma, a.id, a.r.ProviderMessageID)
+		ta = append(ta, a.id, a.at.UnixMicro())
+		ids = append(ids, a.id)
+	}
+	args := slices.Concat([]any{string(notify.StatusSent)}, pa, ma, ta, []any{now()}, ids)
+	return `UPDATE herald_deliveries SET status = ?, provider = CASE id` + prov.String() + ` END,
+		provider_message_id = CASE id` + pmid.String() + ` END, sent_at = CASE id` + at.String() + ` END,
+		last_error = '', lease_owner = '', lease_until = 0, updated_at = ? WHERE id IN (` + placeholders(len(ids)) + `)`, args
+}
+
+// inboxMySQL adds inbox messages in one INSERT (a delivery already there is kept) and
+// reads all their ids with one SELECT.
+func (db *DB) inboxMySQL(g *stmtGroup, rs []*groupReq) {
+	t := now()
+	ids := make([]any, 0, len(rs))
+	args := make([]any, 0, 6*len(rs))
+	for _, r := range rs {
+		a := r.arg.(inboxArg)
+		args = append(args, a.recipientID, a.deliveryID, a.eventType, a.title, a.body, t)
+		ids = append(ids, a.deliveryID)
+	}
+	found := map[string]int64{}
+	g.add(inboxInsert+`VALUES `+strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?),", len(rs)), ",")+
+		db.onConflictNothing("delivery_id"), args, nil)
+	g.add(`SELECT id, delivery_id FROM herald_inbox WHERE delivery_id IN (`+placeholders(len(ids))+`)`, ids, func(row rowScanner) error {
+		var id int64
+		var d string
+		err := row.Scan(&id, &d)
+		found[d] = id
+		return err
+	})
+	g.after = append(g.after, func(context.Context) {
+		for _, r := range rs {
+			d := r.arg.(inboxArg).deliveryID
+			id, ok := found[d]
+			if !ok {
+				r.err = fmt.Errorf("inbox message of %s not found after insert", d)
+				continue
+			}
+			r.out = id
+		}
+	})
+}
+
+// fanOutMySQL records notifications and deliveries and publishes their messages
+// (fanOutBatch): the deliveries recorded under other ids are read with the group's
+// first statements, the rest is added once they are known.
+func (db *DB) fanOutMySQL(g *stmtGroup, rs []*groupReq) error {
+	ctx := context.Background() // the statements are only built here
+	ns, ds, topics, byTopic := fanOutRows(rs)
+	if err := db.Notifications().Record(ctx, g, ns); err != nil {
+		return err
+	}
+	recorded := recordedSet{}
+	if len(ds) > 0 {
+		events := eventIDs(ds)
+		g.add(recordedQuery+`IN (`+placeholders(len(events))+`)`, events, recorded.scan)
+	}
+	g.thenDo(func(g *stmtGroup) error {
+		ds := recorded.keep(ds)
+		// Bound the parameters of one statement (12 per delivery).
+		for i := 0; i < len(ds); i += 1000 {
+			if err := db.Deliveries().InsertQueued(ctx, g, ds[i:min(i+1000, len(ds))]); err != nil {
+				return err
+			}
+		}
+		return db.publishStmts(g, topics, byTopic)
+	})
+	return nil
+}
+
+// sendMySQL runs the group's statements as one transaction, one round trip for the
+// statements and one more for each then.
+func (db *DB) sendMySQL(ctx context.Context, g *stmtGroup) error {
+	if len(g.stmts) == 0 && g.then == nil {
+		return nil
+	}
+	conn, err := db.multi.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("beginning transaction: %w", err)
+	}
+	defer func() { _ = conn.Close() }()
+	begin := "START TRANSACTION"
+	for {
+		next := g.then
+		g.then = nil
+		end := ""
+		if next == nil {
+			end = "COMMIT"
+		}
+		err := multiQuery(ctx, conn, begin, g.stmts, end)
+		if err == nil && next != nil {
+			g.stmts = nil
+			err = next(g)
+		}
+		if err != nil {
+			// The server stopped at the failed statement with the transaction open (or
+			// rolled back, on a deadlock); a connection that cannot roll back is closed.
+			if _, rerr := conn.ExecContext(ctx, "ROLLBACK"); rerr != nil {
+				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			}
+			return fmt.Errorf("running group transaction: %w", err)
+		}
+		if next == nil {
+			return nil
+		}
+		begin = ""
+	}
+}
+
+// multiQuery sends begin, stmts and end (begin and end may be empty) as one query on
+// conn and reads the rows of the statements that return them, in order.
+func multiQuery(ctx context.Context, conn *sql.Conn, begin string, stmts []groupStmt, end string) error {
+	texts := make([]string, 0, len(stmts)+2)
+	var args []any
+	var readers []func(rowScanner) error
+	if begin != "" {
+		texts = append(texts, begin)
+	}
+	for _, s := range stmts {
+		texts = append(texts, s.query)
+		args = append(args, s.args...)
+		if s.row != nil {
+			readers = append(readers, s.row)
+		}
+	}
+	if end != "" {
+		texts = append(texts, end)
+	}
+	if len(texts) == 0 {
+		return nil
+	}
+	rows, err := conn.QueryContext(ctx, strings.Join(texts, ";\n"), args...)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rows.Close() }()
+	// The driver skips the results of statements that return no rows; each result set
+	// left is a SELECT's, in the order of the statements.
+	n := 0
+	for {
+		cols, err := rows.Columns()
+		if err != nil {
+			return err
+		}
+		if len(cols) > 0 {
+			if n == len(readers) {
+				return fmt.Errorf("sqlstore: %d result sets for %d queries", n+1, len(readers))
+			}
+			for rows.Next() {
+				if err := readers[n](rows); err != nil {
+					return err
+				}
+			}
+			n++
+		}
+		if !rows.NextResultSet() {
+			break
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	if n != len(readers) {
+		return fmt.Errorf("sqlstore: %d result sets for %d queries", n, len(readers))
+	}
+	return nil
+}
