@@ -177,5 +177,11 @@ func Committers(db *DB) int { return db.committers }
 // PrunePG is the statement that prunes a PostgreSQL topic (for tests).
 func PrunePG(topic string) string { return prunePG(TopicTable(topic)) }
 
-// PruneMySQL is the statement that prunes a MySQL topic (for tests).
-func PruneMySQL(topic string) string { return pruneMySQL(TopicTable(topic)) }
+// MySQLPruneTx is the transaction PruneConsumed prunes a MySQL topic in (for tests).
+var MySQLPruneTx = mysqlPruneTx
+
+// PruneMySQL prunes a MySQL topic in tx, as each of PruneConsumed's transactions does,
+// and returns how many rows it deleted (for tests).
+func PruneMySQL(ctx context.Context, tx *sql.Tx, topic string, age time.Duration) (int64, error) {
+	return pruneMySQL(ctx, tx, TopicTable(topic), age.Microseconds())
+}

@@ -65,7 +65,16 @@ func (db *DB) pruneOnce(ctx context.Context, topic string, ageUs int64) (int64, 
 		}
 		res, err = db.W.ExecContext(ctx, prunePG(table), tx, off, ageUs, PruneBatch)
 	case MySQL:
-		res, err = db.W.ExecContext(ctx, pruneMySQL(table), PruneBatch, ageUs)
+		tx, err := db.W.BeginTx(ctx, mysqlPruneTx)
+		if err != nil {
+			return 0, err
+		}
+		n, err := pruneMySQL(ctx, tx, table, ageUs)
+		if err != nil {
+			_ = tx.Rollback()
+			return 0, err
+		}
+		return n, tx.Commit()
 	default:
 		res, err = db.W.ExecContext(ctx, `DELETE FROM "`+table+`" WHERE "offset" IN (
 			SELECT "offset" FROM (
@@ -91,12 +100,37 @@ func prunePG(table string) string {
 			WHERE created_at < LOCALTIMESTAMP - make_interval(secs => $3::float8 / 1000000))`
 }
 
-// pruneMySQL deletes from a MySQL topic table, of the oldest ? acked rows, those older
-// than ? microseconds. The rows to delete are picked in a derived table: MySQL allows
-// no LIMIT in an IN subquery, nor a subquery on the table a DELETE deletes from unless
-// it is a derived table, which the LIMIT keeps from being merged into the DELETE.
-func pruneMySQL(table string) string {
-	return "DELETE t FROM `" + table + "` t JOIN (" +
-		"SELECT `offset` FROM (SELECT `offset`, `created_at` FROM `" + table + "` WHERE `acked` = 1 ORDER BY `offset` LIMIT ?) oldest " +
-		"WHERE `created_at` < NOW(6) - INTERVAL ? MICROSECOND) d ON t.`offset` = d.`offset`"
+// mysqlPruneTx is the transaction pruneMySQL runs in: at READ COMMITTED InnoDB locks
+// the rows a DELETE deletes and no gaps, where at REPEATABLE READ, MySQL's default, a
+// DELETE by primary key of a row another instance pruned meanwhile locks the gap the
+// row was in (the end of the table, where new rows go, once all old ones are gone).
+var mysqlPruneTx = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+
+// pruneMySQL deletes from a MySQL topic table, in tx, of the oldest PruneBatch acked
+// rows, those older than ageUs microseconds: a plain read picks them, which locks
+// nothing, and a DELETE takes them by primary key. A row once acked stays acked, so
+// the DELETE deletes what the read saw unless another instance pruned it first. The
+// single statement this replaces picked the rows itself (in a derived table, as MySQL
+// allows no LIMIT in an IN subquery) and so read the (acked, offset) index with shared
+// next-key locks, up to the first unacked row or the end of the index: the gap the
+// core's new, unacked rows go into. The core's INSERT waited for the prune, and in a
+// loadgen run was the transaction a deadlock with it rolled back.
+func pruneMySQL(ctx context.Context, tx *sql.Tx, table string, ageUs int64) (int64, error) {
+	var offsets []any
+	err := eachRow(ctx, tx, "SELECT `offset` FROM (SELECT `offset`, `created_at` FROM `"+table+"` WHERE `acked` = 1 "+
+		"ORDER BY `offset` LIMIT ?) oldest WHERE `created_at` < NOW(6) - INTERVAL ? MICROSECOND", []any{PruneBatch, ageUs},
+		func(row rowScanner) error {
+			var off int64
+			err := row.Scan(&off)
+			offsets = append(offsets, off)
+			return err
+		})
+	if err != nil || len(offsets) == 0 {
+		return 0, err
+	}
+	res, err := tx.ExecContext(ctx, "DELETE FROM `"+table+"` WHERE `offset` IN ("+placeholders(len(offsets))+")", offsets...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }
