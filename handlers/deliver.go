@@ -83,7 +83,24 @@ type Deliver struct {
 	breaker  *Breaker
 	latency  *metrics.Histogram
 	counters map[notify.Status]*metrics.Counter
+	// stages time a delivery's path through the handler (stageNames).
+	stages [numStages]*metrics.Histogram
 }
+
+// The stages of herald_delivery_stage_seconds, where a delivery's time goes between
+// its record and the provider's acceptance: queued, from the fan-out's record to
+// this handler's first claim (the fan-out's commit and the wait in the channel's
+// topic; first attempts only, as a retry's includes its backoff); claim, the claim's
+// commit; provider, the provider's call; record, the commit that marks it sent.
+const (
+	stageQueued = iota
+	stageClaim
+	stageProvider
+	stageRecord
+	numStages
+)
+
+var stageNames = [numStages]string{"queued", "claim", "provider", "record"}
 
 // Labels of herald_deliveries_total besides the statuses.
 const (
@@ -125,6 +142,9 @@ func NewDeliver(cfg DeliverConfig, logger *slog.Logger) (*Deliver, error) {
 		breaker:  cfg.Breaker,
 		latency:  cfg.Metrics.GetOrCreateHistogram(fmt.Sprintf(`herald_delivery_latency_seconds{channel=%q}`, cfg.Channel)),
 		counters: map[notify.Status]*metrics.Counter{},
+	}
+	for i, st := range stageNames {
+		d.stages[i] = cfg.Metrics.GetOrCreateHistogram(fmt.Sprintf(`herald_delivery_stage_seconds{channel=%q,stage=%q}`, cfg.Channel, st))
 	}
 	for _, st := range []notify.Status{notify.StatusSent, notify.StatusFailed, notify.StatusExpired,
 		statusRetrying, statusDeferred, statusFallback} {
@@ -189,7 +209,9 @@ func (d *Deliver) Handle(msg *message.Message) error {
 		d.count(statusDeferred)
 		return notify.Defer(errBreakerOpen, d.breaker.openFor)
 	}
+	claimed := time.Now()
 	c, err := d.cfg.Store.Claim(ctx, m.DeliveryID, d.cfg.Owner, d.cfg.Lease)
+	d.stages[stageClaim].UpdateDuration(claimed)
 	if errors.Is(err, sqlstore.ErrNotFound) {
 		// An event redelivered after an upgrade gets ids that sort by time, while its
 		// deliveries were recorded under the ids made before (the fan-out did not
@@ -220,6 +242,9 @@ func (d *Deliver) Handle(msg *message.Message) error {
 			time.Until(c.LeaseUntil)+100*time.Millisecond)
 	}
 	// From here this worker holds the lease: every path ends it.
+	if c.Attempts == 1 {
+		d.stages[stageQueued].Update(claimed.Sub(c.CreatedAt).Seconds())
+	}
 	if d.cfg.Cap != nil && m.Lane != notify.LaneCritical {
 		ok, next, err := d.cfg.Cap.Take(ctx, string(m.Address))
 		if err != nil {
@@ -236,8 +261,12 @@ func (d *Deliver) Handle(msg *message.Message) error {
 		}
 	}
 	sctx, cancel := context.WithTimeout(ctx, d.cfg.SendTimeout)
+	called := time.Now()
 	receipt, rejected, err := d.breaker.Call(func() (notify.Receipt, error) { return d.cfg.Provider.Send(sctx, m) })
 	cancel()
+	if !rejected {
+		d.stages[stageProvider].UpdateDuration(called)
+	}
 	if err != nil {
 		switch {
 		case rejected:
@@ -266,6 +295,7 @@ func (d *Deliver) Handle(msg *message.Message) error {
 	if err != nil {
 		return err
 	}
+	d.stages[stageRecord].UpdateDuration(at)
 	d.count(notify.StatusSent)
 	if !m.OccurredAt.IsZero() {
 		d.latency.Update(at.Sub(m.OccurredAt).Seconds())

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -188,5 +189,56 @@ func TestRecipientCapDefersNormalLaneOnly(t *testing.T) {
 	b, _ := json.Marshal(m)
 	if err := d.Handle(message.NewMessage(id, b)); err != nil || p.calls != 1 {
 		t.Fatalf("critical lane is exempt: %v, calls %d", err, p.calls)
+	}
+}
+
+// slowProvider takes d to answer, then answers as scripted does.
+type slowProvider struct {
+	scripted
+	d time.Duration
+}
+
+func (p *slowProvider) Send(ctx context.Context, m notify.Message) (notify.Receipt, error) {
+	time.Sleep(p.d)
+	return p.scripted.Send(ctx, m)
+}
+
+// herald_delivery_stage_seconds splits a delivery's time in the handler: the queued
+// stage once (a retry's wait includes its backoff), the claim and the provider's call
+// per attempt, the record of the send once it is accepted.
+func TestDeliverStageMetrics(t *testing.T) {
+	t.Parallel()
+	db, msg, _ := setup(t)
+	set := metrics.NewSet()
+	p := &slowProvider{scripted: scripted{results: []error{context.DeadlineExceeded}}, d: 30 * time.Millisecond}
+	d := deliverWith(t, handlers.DeliverConfig{Provider: p, Store: db.Deliveries(), Metrics: set})
+	if err := d.Handle(msg); notify.ClassOf(err) != notify.ClassTransient {
+		t.Fatalf("first attempt: %v", err)
+	}
+	if err := d.Handle(msg.Copy()); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	set.WritePrometheus(&buf)
+	values := map[string]float64{}
+	for _, line := range strings.Split(buf.String(), "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok || !strings.HasPrefix(name, "herald_delivery_stage_seconds_") {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(value, &v); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		values[name] = v
+	}
+	for stage, want := range map[string]float64{"queued": 1, "claim": 2, "provider": 2, "record": 1} {
+		name := fmt.Sprintf(`herald_delivery_stage_seconds_count{channel="sms",stage=%q}`, stage)
+		if values[name] != want {
+			t.Errorf("%s = %v, want %v", name, values[name], want)
+		}
+	}
+	if sum := values[`herald_delivery_stage_seconds_sum{channel="sms",stage="provider"}`]; sum < 0.06 {
+		t.Errorf("provider stage: %v s in all, want at least two calls of 30 ms", sum)
 	}
 }

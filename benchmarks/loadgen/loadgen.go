@@ -358,10 +358,14 @@ func (w inserter) event(id string, i int) (table string, payload, metadata []byt
 
 func (w inserter) commitOne(ctx context.Context, id string, i int) error {
 	table, payload, md := w.event(id, i)
-	return w.db.InTx(ctx, func(tx *sql.Tx) error {
+	err := w.db.InTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, w.db.Rebind(`INSERT INTO `+table+` (uuid, payload, metadata) VALUES (?, ?, ?)`), id, string(payload), string(md))
 		return err
 	})
+	if err != nil {
+		return fmt.Errorf("the core's commit of event %s: %w", id, err)
+	}
+	return nil
 }
 
 // commitBatch writes n events in transactions of 500 (the backlog).
