@@ -88,6 +88,9 @@ type GroupWrite struct {
 	ClaimID, Owner, Exec string
 	// Sandbox, when set, records a sandbox send of this delivery.
 	Sandbox string
+	// FanOut, when set, records a notification of this id with one SMS delivery of the
+	// same id and publishes a message to its topic.
+	FanOut string
 }
 
 // GroupResult is what a GroupWrite got.
@@ -105,6 +108,12 @@ func CommitGroup(db *DB, writes []GroupWrite) []GroupResult {
 	for i, w := range writes {
 		r := &groupReq{kind: batchExec, arg: wsql.Query{Query: w.Exec}, done: make(chan error, 1)}
 		switch {
+		case w.FanOut != "":
+			topic := DeliveryTopic("sms", notify.LaneNormal)
+			r.kind, r.arg = batchFanOut, fanOutArg{n: Notification{ID: w.FanOut, Type: "x", Status: "fanned_out", OccurredAt: time.Now()},
+				ds: []notify.Delivery{{ID: w.FanOut, EventID: w.FanOut, EventType: "x", Channel: notify.ChannelSMS,
+					Lane: notify.LaneNormal, Address: "+8613800138000", OccurredAt: time.Now()}},
+				msgs: map[string][]*message.Message{topic: {message.NewMessage(w.FanOut, []byte("{}"))}}}
 		case w.Sandbox != "":
 			r.kind, r.arg = batchSandbox, SandboxSend{DeliveryID: w.Sandbox, Channel: "sms", Address: "x", AcceptedAt: time.Now()}
 		case w.Exec == "":

@@ -310,7 +310,8 @@ func TestGroupFailureFailsOnlyItsWrite(t *testing.T) {
 // On MySQL a group transaction without fan-outs is one query: START TRANSACTION, the
 // writes (a claim's UPDATE and the SELECT of its rows, a sandbox send's INSERT and the
 // SELECT of its id, a statement) and COMMIT, sent as one text. Through database/sql
-// this group took eight round trips. Each write still gets its own result.
+// this group took eight round trips. Each write still gets its own result. A group
+// with a fan-out is two queries.
 func TestMySQLGroupIsOneRoundTrip(t *testing.T) {
 	t.Parallel()
 	url := testdb.MySQL(t)
@@ -365,5 +366,23 @@ func TestMySQLGroupIsOneRoundTrip(t *testing.T) {
 	}
 	if d.LastError != "marked" {
 		t.Errorf("the statement of the group was not committed: last_error %q", d.LastError)
+	}
+
+	// A fan-out reads the deliveries recorded under other ids first: two queries.
+	packets.Store(0)
+	got = sqlstore.CommitGroup(db, []sqlstore.GroupWrite{{FanOut: "f1"}, {ClaimID: "r3", Owner: "o"}})
+	if n := packets.Load(); n != 2 {
+		t.Errorf("the group with a fan-out sent %d queries, want 2", n)
+	}
+	if got[0].Err != nil || got[1].Err != nil || got[1].Claim.State != sqlstore.Claimed {
+		t.Errorf("fan-out and claim: %+v", got)
+	}
+	if d, err := db.Deliveries().Get(ctx, "f1"); err != nil || d.Status != notify.StatusQueued {
+		t.Errorf("the fan-out's delivery: %+v, %v", d, err)
+	}
+	var published int
+	table := "`" + sqlstore.TopicTable(sqlstore.DeliveryTopic("sms", notify.LaneNormal)) + "`"
+	if err := db.R.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+table+" WHERE uuid = 'f1'").Scan(&published); err != nil || published != 1 {
+		t.Errorf("the fan-out's message: %d rows (%v), want 1", published, err)
 	}
 }
