@@ -141,8 +141,8 @@ type Options struct {
 	MaxConns int
 	// Committers is how many group-commit transactions (DB.Group) run at once on
 	// PostgreSQL and MySQL. Default 2 on PostgreSQL, where a group transaction is one
-	// round trip (pipeline.go), 4 on MySQL; at most MaxConns/2. SQLite always has one
-	// writer.
+	// round trip (pipeline.go), 4 on MySQL; at most MaxConns/2. On MySQL they have a
+	// connection each besides the pool (mysql_group.go). SQLite always has one writer.
 	Committers int
 	// CheckpointEvery is how often an SQLite database's checkpointer copies the
 	// write-ahead log into the database file; CheckpointPages the log's size, in
