@@ -105,14 +105,11 @@ func scanRows(rows *sql.Rows, err error, scan func(rowScanner) error) error {
 }
 
 // eachRowIn runs query, which ends in "WHERE <column> ", for the rows whose text column
-// is one of values, and calls scan for each row: "= ?" once per value on SQLite
-// (queryEach), "IN (?, ...)" on MySQL. PostgreSQL's group transactions (pipeline.go)
-// read by value with probeEachPG, MySQL's (mysql_group.go) with an IN list of their own.
+// is one of values, and calls scan for each row: "= ?" once per value, a cached
+// statement (queryEach). SQLite; PostgreSQL's group transactions (pipeline.go) read by
+// value with probeEachPG, MySQL's (mysql_group.go) with an IN list.
 func (db *DB) eachRowIn(ctx context.Context, tx *sql.Tx, query string, values []any, scan func(rowScanner) error) error {
-	if db.Dialect == SQLite {
-		return db.queryEach(ctx, tx, query+`= ?`, len(values), func(i int) []any { return values[i : i+1] }, scan)
-	}
-	return eachRow(ctx, tx, db.q(query+`IN (`+placeholders(len(values))+`)`), values, scan)
+	return db.queryEach(ctx, tx, query+`= ?`, len(values), func(i int) []any { return values[i : i+1] }, scan)
 }
 
 // notFound returns the ids (strings) that are not keys of found.
