@@ -260,7 +260,7 @@ func (c *claims) resolve() {
 	}
 }
 
-// claimBatch claims deliveries on SQLite (PostgreSQL: claimPG, MySQL: buildMySQL): a
+// claimBatch claims deliveries on SQLite (PostgreSQL: claimPG, MySQL: claimMySQL): a
 // prepared UPDATE … RETURNING per row that is free, then one read of the rows it did
 // not return.
 func (db *DB) claimBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
@@ -305,7 +305,7 @@ const (
 
 // sandboxBatch records sandbox sends and returns their ids: one prepared INSERT …
 // RETURNING per row on SQLite (PostgreSQL: sandboxPG; MySQL, whose multi-row insert
-// reports the first id only: an INSERT and a SELECT LAST_INSERT_ID() each, buildMySQL).
+// reports the first id only: an INSERT and a SELECT LAST_INSERT_ID() each, sandboxMySQL).
 func (db *DB) sandboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
 	ids := map[string][]int64{}
 	scan := func(rows rowScanner) error {

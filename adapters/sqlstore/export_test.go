@@ -62,7 +62,7 @@ func BatchStatements(ctx context.Context, db *DB, sizes []int) ([]int, error) {
 		}
 		for _, s := range steps {
 			var g stmtGroup
-			if err := db.buildPG(&g, s.kind, reqs(s.arg)); err != nil {
+			if err := db.buildStmts(&g, s.kind, reqs(s.arg)); err != nil {
 				return nil, err
 			}
 			if err := g.exec(ctx, tx); err != nil {

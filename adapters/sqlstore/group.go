@@ -81,11 +81,7 @@ func (db *DB) startGroup() {
 	g := &db.group
 	g.queue = make(chan *groupReq, groupMax)
 	g.stop = make(chan struct{})
-	n := db.committers
-	if n <= 0 {
-		n = 1
-	}
-	for i := 0; i < n; i++ {
+	for range db.committers { // at least 1 (OpenWith)
 		g.wg.Add(1)
 		go func() {
 			defer g.wg.Done()

@@ -24,6 +24,19 @@ func openPostgres(t *testing.T) *sqlstore.DB {
 	return db
 }
 
+// openMySQL opens a database of its own on the test MySQL server and returns it with
+// its URL.
+func openMySQL(t *testing.T) (*sqlstore.DB, string) {
+	t.Helper()
+	url := testdb.MySQL(t)
+	db, err := sqlstore.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db, url
+}
+
 // queryStrings runs query on q and returns its rows' one text column.
 func queryStrings(t *testing.T, q *sql.DB, query string, args ...any) []string {
 	t.Helper()

@@ -40,44 +40,34 @@ func multiStatementsDSN(dsn string) (string, error) {
 	return cfg.FormatDSN(), nil
 }
 
-// buildMySQL adds the statements of the requests rs, all of kind k, to g.
-func (db *DB) buildMySQL(g *stmtGroup, k batchKind, rs []*groupReq) error {
-	switch k {
-	case batchClaim:
-		for _, c := range groupClaims(rs) {
-			g.add(claimUpdate+`IN (`+placeholders(len(c.ids))+`)`+claimFree, slices.Concat(c.set, c.ids, c.free), nil)
-			g.add(claimReadQuery+`IN (`+placeholders(len(c.ids))+`)`, c.ids, c.scan)
-			g.after = append(g.after, func(context.Context) { c.resolve() })
-		}
-	case batchSent:
-		q, args := db.sentMySQL(rs)
-		g.add(q, args, nil)
-	case batchSandbox:
-		for _, r := range rs {
-			a := r.arg.(SandboxSend)
-			g.add(sandboxInsert+`(?, ?, ?, ?, ?, ?)`, []any{a.DeliveryID, a.Channel, a.Address, a.Subject, a.Body, a.AcceptedAt.UnixMicro()}, nil)
-			g.add(`SELECT LAST_INSERT_ID()`, nil, func(row rowScanner) error {
-				var id int64
-				err := row.Scan(&id)
-				r.out = id
-				return err
-			})
-		}
-	case batchInbox:
-		db.inboxMySQL(g, rs)
-	case batchFanOut:
-		return db.fanOutMySQL(g, rs)
-	case batchExec:
-		g.addExecs(rs)
-	default:
-		return fmt.Errorf("sqlstore: unknown batch kind %d", k)
+// claimMySQL claims deliveries with one UPDATE per lease (claimBatch) and reads the
+// rows back with a SELECT: MySQL's UPDATE returns none.
+func claimMySQL(g *stmtGroup, rs []*groupReq) {
+	for _, c := range groupClaims(rs) {
+		g.add(claimUpdate+`IN (`+placeholders(len(c.ids))+`)`+claimFree, slices.Concat(c.set, c.ids, c.free), nil)
+		g.add(claimReadQuery+`IN (`+placeholders(len(c.ids))+`)`, c.ids, c.scan)
+		g.after = append(g.after, func(context.Context) { c.resolve() })
 	}
-	return nil
 }
 
-// sentMySQL returns the UPDATE that marks deliveries sent: a CASE per column for the
-// per-row values.
-func (db *DB) sentMySQL(rs []*groupReq) (string, []any) {
+// sandboxMySQL records sandbox sends (sandboxBatch), each an INSERT and a SELECT of its
+// id: a multi-row insert reports its first id only.
+func sandboxMySQL(g *stmtGroup, rs []*groupReq) {
+	for _, r := range rs {
+		a := r.arg.(SandboxSend)
+		g.add(sandboxInsert+`(?, ?, ?, ?, ?, ?)`, []any{a.DeliveryID, a.Channel, a.Address, a.Subject, a.Body, a.AcceptedAt.UnixMicro()}, nil)
+		g.add(`SELECT LAST_INSERT_ID()`, nil, func(row rowScanner) error {
+			var id int64
+			err := row.Scan(&id)
+			r.out = id
+			return err
+		})
+	}
+}
+
+// sentMySQL marks deliveries sent (sentBatch) with one UPDATE, a CASE per column for
+// the per-row values.
+func sentMySQL(g *stmtGroup, rs []*groupReq) {
 	var prov, pmid, at strings.Builder
 	var pa, ma, ta, ids []any
 	for _, r := range rs {
@@ -90,10 +80,10 @@ func (db *DB) sentMySQL(rs []*groupReq) (string, []any) {
 		ta = append(ta, a.id, a.at.UnixMicro())
 		ids = append(ids, a.id)
 	}
-	args := slices.Concat([]any{string(notify.StatusSent)}, pa, ma, ta, []any{now()}, ids)
-	return `UPDATE herald_deliveries SET status = ?, provider = CASE id` + prov.String() + ` END,
-		provider_message_id = CASE id` + pmid.String() + ` END, sent_at = CASE id` + at.String() + ` END,
-		last_error = '', lease_owner = '', lease_until = 0, updated_at = ? WHERE id IN (` + placeholders(len(ids)) + `)`, args
+	g.add(`UPDATE herald_deliveries SET status = ?, provider = CASE id`+prov.String()+` END,
+		provider_message_id = CASE id`+pmid.String()+` END, sent_at = CASE id`+at.String()+` END,
+		last_error = '', lease_owner = '', lease_until = 0, updated_at = ? WHERE id IN (`+placeholders(len(ids))+`)`,
+		slices.Concat([]any{string(notify.StatusSent)}, pa, ma, ta, []any{now()}, ids), nil)
 }
 
 // inboxMySQL adds inbox messages in one INSERT (a delivery already there is kept) and
@@ -144,7 +134,7 @@ func (db *DB) fanOutMySQL(g *stmtGroup, rs []*groupReq) error {
 		events := eventIDs(ds)
 		g.add(recordedQuery+`IN (`+placeholders(len(events))+`)`, events, recorded.scan)
 	}
-	g.thenDo(func(g *stmtGroup) error {
+	g.then = func(g *stmtGroup) error {
 		ds := recorded.keep(ds)
 		// Bound the parameters of one statement (12 per delivery).
 		for i := 0; i < len(ds); i += 1000 {
@@ -153,7 +143,7 @@ func (db *DB) fanOutMySQL(g *stmtGroup, rs []*groupReq) error {
 			}
 		}
 		return db.publishStmts(g, topics, byTopic)
-	})
+	}
 	return nil
 }
 

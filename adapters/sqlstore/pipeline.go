@@ -53,21 +53,6 @@ func (g *stmtGroup) add(query string, args []any, row func(rowScanner) error) {
 	g.stmts = append(g.stmts, groupStmt{query: query, args: args, row: row})
 }
 
-// thenDo chains f after the group's then.
-func (g *stmtGroup) thenDo(f func(g *stmtGroup) error) {
-	prev := g.then
-	if prev == nil {
-		g.then = f
-		return
-	}
-	g.then = func(g *stmtGroup) error {
-		if err := prev(g); err != nil {
-			return err
-		}
-		return f(g)
-	}
-}
-
 // ExecContext adds a statement that returns no rows, so that code that writes through
 // an Execer (Notifications.Record, Deliveries.InsertQueued) builds the group's
 // statements. The result is nil: nothing is run yet.
@@ -78,9 +63,9 @@ func (g *stmtGroup) ExecContext(_ context.Context, query string, args ...any) (s
 
 // runGroupStmts runs a group transaction on PostgreSQL or MySQL.
 func (db *DB) runGroupStmts(ctx context.Context, batch []*groupReq) error {
-	build, send := db.buildPG, db.sendPipeline
+	send := db.sendPipeline
 	if db.Dialect == MySQL {
-		build, send = db.buildMySQL, db.sendMySQL
+		send = db.sendMySQL
 	}
 	var g stmtGroup
 	var fns []*groupReq
@@ -96,7 +81,7 @@ func (db *DB) runGroupStmts(ctx context.Context, batch []*groupReq) error {
 		if len(rs) == 0 {
 			continue
 		}
-		if err := build(&g, batchKind(k), rs); err != nil {
+		if err := db.buildStmts(&g, batchKind(k), rs); err != nil {
 			return err
 		}
 	}
@@ -203,21 +188,45 @@ func (g *stmtGroup) exec(ctx context.Context, tx *sql.Tx) error {
 	}
 }
 
-// buildPG adds the statements of the requests rs, all of kind k, to g.
-func (db *DB) buildPG(g *stmtGroup, k batchKind, rs []*groupReq) error {
+// buildStmts adds the statements of the requests rs, all of kind k, to g, in the
+// dialect's SQL (PostgreSQL here, MySQL in mysql_group.go).
+func (db *DB) buildStmts(g *stmtGroup, k batchKind, rs []*groupReq) error {
+	my := db.Dialect == MySQL
 	switch k {
 	case batchClaim:
-		db.claimPG(g, rs)
+		if my {
+			claimMySQL(g, rs)
+		} else {
+			db.claimPG(g, rs)
+		}
 	case batchSent:
-		sentPG(g, rs)
+		if my {
+			sentMySQL(g, rs)
+		} else {
+			sentPG(g, rs)
+		}
 	case batchSandbox:
-		sandboxPG(g, rs)
+		if my {
+			sandboxMySQL(g, rs)
+		} else {
+			sandboxPG(g, rs)
+		}
 	case batchInbox:
-		db.inboxPG(g, rs)
+		if my {
+			db.inboxMySQL(g, rs)
+		} else {
+			db.inboxPG(g, rs)
+		}
 	case batchFanOut:
+		if my {
+			return db.fanOutMySQL(g, rs)
+		}
 		return db.fanOutPG(g, rs)
 	case batchExec:
-		g.addExecs(rs)
+		for _, r := range rs {
+			q := r.arg.(wsql.Query)
+			g.add(q.Query, q.Args, nil)
+		}
 	default:
 		return fmt.Errorf("sqlstore: unknown batch kind %d", k)
 	}
@@ -391,12 +400,4 @@ func (db *DB) publishStmts(g *stmtGroup, topics []string, byTopic map[string][]*
 		g.wake = append(g.wake, topic)
 	}
 	return nil
-}
-
-// addExecs adds the statements of batchExec requests.
-func (g *stmtGroup) addExecs(rs []*groupReq) {
-	for _, r := range rs {
-		q := r.arg.(wsql.Query)
-		g.add(q.Query, q.Args, nil)
-	}
 }

@@ -103,7 +103,8 @@ func prunePG(table string) string {
 // mysqlPruneTx is the transaction pruneMySQL runs in: at READ COMMITTED InnoDB locks
 // the rows a DELETE deletes and no gaps, where at REPEATABLE READ, MySQL's default, a
 // DELETE by primary key of a row another instance pruned meanwhile locks the gap the
-// row was in (the end of the table, where new rows go, once all old ones are gone).
+// row was in (the end of the table, where new rows go, once all old ones are gone), by
+// InnoDB's documented locking.
 var mysqlPruneTx = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
 
 // pruneMySQL deletes from a MySQL topic table, in tx, of the oldest PruneBatch acked

@@ -12,7 +12,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/heraldhq/herald/adapters/sqlstore"
-	"github.com/heraldhq/herald/internal/testdb"
 )
 
 // TestPruneConsumedKeepsWhatAGroupStillNeeds: pruning deletes only rows every consumer
@@ -178,11 +177,7 @@ type planNode struct {
 // may read a few batches (the derived tables it builds are counted too), not the topic.
 func TestMySQLPruneReadsAtMostABatch(t *testing.T) {
 	ctx := context.Background()
-	db, err := sqlstore.Open(ctx, testdb.MySQL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db, _ := openMySQL(t)
 	const topic = "prunescan"
 	if err := db.InitTopic(topic); err != nil {
 		t.Fatal(err)
@@ -249,11 +244,7 @@ func TestMySQLPruneReadsAtMostABatch(t *testing.T) {
 // core's INSERT waited for it and was rolled back in a deadlock.
 func TestMySQLPruneDoesNotBlockTheCoresInserts(t *testing.T) {
 	ctx := context.Background()
-	db, err := sqlstore.Open(ctx, testdb.MySQL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db, _ := openMySQL(t)
 	for _, acked := range []int{3, 0} {
 		topic := fmt.Sprintf("prunelock%d", acked)
 		if err := db.InitTopic(topic); err != nil {

@@ -246,14 +246,7 @@ func TestGroupFailureFailsOnlyItsWrite(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
 		ctx := context.Background()
-		var ds []notify.Delivery
-		for i := 0; i < 3; i++ {
-			ds = append(ds, notify.Delivery{ID: fmt.Sprintf("g%d", i), EventID: "e1", EventType: "x", Channel: notify.ChannelSMS,
-				Lane: notify.LaneNormal, Address: notify.Address(fmt.Sprintf("+861380013800%d", i)), OccurredAt: time.Now()})
-		}
-		if err := db.Deliveries().InsertQueued(ctx, db.W, ds); err != nil {
-			t.Fatal(err)
-		}
+		insertQueued(t, db, "g", 3)
 		for _, single := range []bool{false, true} {
 			writes := []sqlstore.GroupWrite{
 				{ClaimID: "g0", Owner: "o"},
@@ -314,24 +307,12 @@ func TestGroupFailureFailsOnlyItsWrite(t *testing.T) {
 // with a fan-out is two queries.
 func TestMySQLGroupIsOneRoundTrip(t *testing.T) {
 	t.Parallel()
-	url := testdb.MySQL(t)
-	db, err := sqlstore.Open(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db, url := openMySQL(t)
 	ctx := context.Background()
 	if err := db.Migrate(ctx, []string{"sms"}); err != nil {
 		t.Fatal(err)
 	}
-	var ds []notify.Delivery
-	for i := 0; i < 4; i++ {
-		ds = append(ds, notify.Delivery{ID: fmt.Sprintf("r%d", i), EventID: "e1", EventType: "x", Channel: notify.ChannelSMS,
-			Lane: notify.LaneNormal, Address: notify.Address(fmt.Sprintf("+861380013800%d", i)), OccurredAt: time.Now()})
-	}
-	if err := db.Deliveries().InsertQueued(ctx, db.W, ds); err != nil {
-		t.Fatal(err)
-	}
+	insertQueued(t, db, "r", 4)
 	packets, err := sqlstore.CountMySQLGroupPackets(db, url)
 	if err != nil {
 		t.Fatal(err)
@@ -384,5 +365,18 @@ func TestMySQLGroupIsOneRoundTrip(t *testing.T) {
 	table := "`" + sqlstore.TopicTable(sqlstore.DeliveryTopic("sms", notify.LaneNormal)) + "`"
 	if err := db.R.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+table+" WHERE uuid = 'f1'").Scan(&published); err != nil || published != 1 {
 		t.Errorf("the fan-out's message: %d rows (%v), want 1", published, err)
+	}
+}
+
+// insertQueued records n queued SMS deliveries of event e1, with ids prefix0, prefix1, ….
+func insertQueued(t *testing.T, db *sqlstore.DB, prefix string, n int) {
+	t.Helper()
+	var ds []notify.Delivery
+	for i := range n {
+		ds = append(ds, notify.Delivery{ID: fmt.Sprintf("%s%d", prefix, i), EventID: "e1", EventType: "x", Channel: notify.ChannelSMS,
+			Lane: notify.LaneNormal, Address: notify.Address(fmt.Sprintf("+861380013800%d", i)), OccurredAt: time.Now()})
+	}
+	if err := db.Deliveries().InsertQueued(context.Background(), db.W, ds); err != nil {
+		t.Fatal(err)
 	}
 }
