@@ -175,8 +175,8 @@ func OpenWith(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 	if opts.Committers <= 0 {
 		// Fewer committers make larger groups. On PostgreSQL two keep up with a burst
 		// (each group is one round trip) and cost the server less CPU than four
-		// (docs/performance.md, session 11); MySQL's groups take a round trip per
-		// statement, and four overlap them.
+		// (docs/performance.md, session 11). On MySQL four and two were within the
+		// spread of the measurements once a group became one query (session 14).
 		opts.Committers = 4
 		if d == Postgres {
 			opts.Committers = 2

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"net"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -140,27 +142,8 @@ func CommitGroup(db *DB, writes []GroupWrite) []GroupResult {
 // returns the count (for tests). The driver sends a query as one packet (up to 16 MiB),
 // so the count after a connection's handshake is the number of round trips.
 func CountMySQLGroupPackets(db *DB, rawURL string) (*atomic.Int64, error) {
-	_, dsn, err := ParseURL(rawURL)
-	if err != nil {
-		return nil, err
-	}
-	if dsn, err = multiStatementsDSN(dsn); err != nil {
-		return nil, err
-	}
-	cfg, err := mysql.ParseDSN(dsn)
-	if err != nil {
-		return nil, err
-	}
 	var n atomic.Int64
-	cfg.Net = fmt.Sprintf("counting-%p", db)
-	mysql.RegisterDialContext(cfg.Net, func(ctx context.Context, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		return countingConn{c, &n}, nil
-	})
-	multi, err := sql.Open("mysql", cfg.FormatDSN())
+	multi, err := countingMySQL(db, rawURL, true, func([]byte) { n.Add(1) })
 	if err != nil {
 		return nil, err
 	}
@@ -170,13 +153,69 @@ func CountMySQLGroupPackets(db *DB, rawURL string) (*atomic.Int64, error) {
 	return &n, nil
 }
 
+// MySQLSubscriberQueries makes db's subscribers, opened at rawURL on MySQL, use
+// connections that record the packets they send; queries(s) returns how many
+// contained s (for tests). Subscribers made before the call keep their pool.
+func MySQLSubscriberQueries(db *DB, rawURL string) (queries func(s string) int, err error) {
+	var mu sync.Mutex
+	var sent []string
+	sub, err := countingMySQL(db, rawURL, false, func(b []byte) {
+		mu.Lock()
+		sent = append(sent, string(b))
+		mu.Unlock()
+	})
+	if err != nil {
+		return nil, err
+	}
+	_ = db.sub.Close()
+	db.sub = sub
+	return func(s string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, p := range sent {
+			if strings.Contains(p, s) {
+				n++
+			}
+		}
+		return n
+	}, nil
+}
+
+// countingMySQL opens a pool at rawURL (multiStatements if multi) whose connections
+// call seen with each packet they send.
+func countingMySQL(db *DB, rawURL string, multi bool, seen func([]byte)) (*sql.DB, error) {
+	_, dsn, err := ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if multi {
+		if dsn, err = multiStatementsDSN(dsn); err != nil {
+			return nil, err
+		}
+	}
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Net = fmt.Sprintf("counting-%p-%t", db, multi)
+	mysql.RegisterDialContext(cfg.Net, func(ctx context.Context, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{c, seen}, nil
+	})
+	return sql.Open("mysql", cfg.FormatDSN())
+}
+
 type countingConn struct {
 	net.Conn
-	n *atomic.Int64
+	seen func([]byte)
 }
 
 func (c countingConn) Write(b []byte) (int, error) {
-	c.n.Add(1)
+	c.seen(b)
 	return c.Conn.Write(b)
 }
 

@@ -216,22 +216,9 @@ func TestPublishWakesIdleSubscription(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer db.Close()
+			t.Cleanup(func() { _ = db.Close() }) // after the subscription's end
 			const topic = "wake"
-			if err := db.InitTopic(topic); err != nil {
-				t.Fatal(err)
-			}
-			sub, err := db.NewSubscriber(sqlstore.TransportConfig{PollInterval: time.Hour, IdlePollMax: 2 * time.Hour}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sub.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			ch, err := sub.Subscribe(ctx, topic)
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, ch := subscribeTo(t, db, topic, sqlstore.TransportConfig{PollInterval: time.Hour, IdlePollMax: 2 * time.Hour})
 			for i := 0; i < 3; i++ {
 				time.Sleep(100 * time.Millisecond) // idle: the first (empty) read is done
 				u := fmt.Sprintf("w%d", i)

@@ -1,8 +1,10 @@
 package sqlstore
 
 import (
+	"context"
 	stdsql "database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -72,6 +74,22 @@ func (s MySQLQueueSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, err
 	}
 	return wsql.Query{Query: fmt.Sprintf("SELECT `offset`, `uuid`, `payload`, `metadata` FROM %s WHERE `acked` = 0 "+
 		"ORDER BY `offset` LIMIT %d FOR UPDATE SKIP LOCKED", mysqlTable(p.Topic), batch)}, nil
+}
+
+// mysqlPending tells whether a MySQLQueueSchema topic has unacked rows: one
+// statement on the subscribers' pool, without a transaction or locks. A row another
+// subscriber holds counts (its transaction may roll back), so a read can still find
+// nothing after it.
+func (db *DB) mysqlPending(ctx context.Context, topic string) (bool, error) {
+	var one int
+	err := db.sub.QueryRowContext(ctx, "SELECT 1 FROM "+mysqlTable(topic)+" WHERE `acked` = 0 LIMIT 1").Scan(&one)
+	if errors.Is(err, stdsql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("asking whether %s has rows: %w", topic, err)
+	}
+	return true, nil
 }
 
 // UnmarshalMessage turns a row into a message.

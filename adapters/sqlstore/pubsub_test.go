@@ -242,3 +242,88 @@ func keysOf(m map[string]*message.Message) []string {
 	}
 	return out
 }
+
+// TestMySQLIdlePollTakesNoLock: on MySQL a subscription whose last read found nothing
+// asks whether the topic has rows in one statement before it begins a locking read,
+// and still takes what another process (the core: no wake-up) commits meanwhile.
+func TestMySQLIdlePollTakesNoLock(t *testing.T) {
+	db, url := openMySQL(t)
+	queries, err := sqlstore.MySQLSubscriberQueries(db, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const topic = "idle_probe"
+	ctx, ch := subscribeTo(t, db, topic, sqlstore.TransportConfig{PollInterval: 5 * time.Millisecond, IdlePollMax: time.Millisecond})
+	const probe, locking = "WHERE `acked` = 0 LIMIT 1", "FOR UPDATE SKIP LOCKED"
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for !ok() {
+			if ctx.Err() != nil {
+				t.Fatalf("timed out waiting for %s (probes %d, locking reads %d)", what, queries(probe), queries(locking))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFor("ten idle polls", func() bool { return queries(probe) >= 10 })
+	if n := queries(locking); n != 1 {
+		t.Fatalf("%d locking reads of an empty topic over %d idle polls: want 1, the first", n, queries(probe))
+	}
+	if n := queries("START TRANSACTION"); n > 1 {
+		t.Fatalf("%d transactions begun on an empty topic: want at most 1", n)
+	}
+
+	// A row committed by another process, which wakes nobody here.
+	core, err := sqlstore.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer core.Close()
+	pub, err := core.NewPublisher(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(topic, message.NewMessage("from-the-core", []byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-ch:
+		if m.UUID != "from-the-core" {
+			t.Fatalf("got %s", m.UUID)
+		}
+		m.Ack()
+	case <-ctx.Done():
+		t.Fatal("the row committed by another process was never read")
+	}
+	waitFor("the ack", func() bool {
+		lag, err := db.TopicLag(ctx, topic, "herald")
+		return err == nil && lag == 0
+	})
+	// After a batch the next read locks at once (under load there is more); once
+	// that one finds nothing, the probes are back.
+	probes := queries(probe)
+	waitFor("idle polls after the batch", func() bool { return queries(probe) >= probes+5 })
+	if n := queries(locking); n != 3 {
+		t.Fatalf("%d locking reads: want 3 (the first, the one that took the row, the one after it)", n)
+	}
+}
+
+// subscribeTo creates topic and subscribes to it with cfg for at most 30 s (the
+// returned context's lifetime); the subscription ends with the test.
+func subscribeTo(t *testing.T, db *sqlstore.DB, topic string, cfg sqlstore.TransportConfig) (context.Context, <-chan *message.Message) {
+	t.Helper()
+	if err := db.InitTopic(topic); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := db.NewSubscriber(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	ch, err := sub.Subscribe(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, ch
+}

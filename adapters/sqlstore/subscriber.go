@@ -54,6 +54,10 @@ type Subscriber struct {
 	conns *stdsql.DB
 	// store commits acks with other writes (PostgreSQL, SQLite).
 	store *DB
+	// pending, when set (MySQL), tells whether topic has unacked rows, in one
+	// statement without a transaction or locks: a subscription whose last read found
+	// nothing asks it before it begins the transaction of a read (probe).
+	pending func(ctx context.Context, topic string) (bool, error)
 }
 
 // ErrSubscriberClosed is returned by Subscribe after Close.
@@ -141,7 +145,7 @@ func (s *Subscriber) consume(ctx, readCtx context.Context, topic string, out cha
 		if !p.pause(readCtx) {
 			return
 		}
-		empty, err := s.batch(ctx, readCtx, topic, out)
+		empty, err := s.batch(ctx, readCtx, topic, out, p.quiet)
 		if err != nil && ctx.Err() == nil && !s.closed.Load() {
 			log.Error("Reading a batch failed, will retry", err, nil)
 		}
@@ -159,6 +163,9 @@ type pacer struct {
 	wait    time.Duration
 	wake    <-chan struct{}
 	stop    func()
+	// quiet: the last read found nothing and no commit has published to the topic
+	// since, so the next read may well find nothing too.
+	quiet bool
 }
 
 func (s *Subscriber) newPacer(topic string) *pacer {
@@ -180,7 +187,7 @@ func (p *pacer) pause(ctx context.Context) bool {
 			return false
 		case <-p.wake:
 			t.Stop()
-			p.idle = p.cfg.PollInterval
+			p.idle, p.quiet = p.cfg.PollInterval, false
 		case <-t.C:
 		}
 	}
@@ -189,6 +196,7 @@ func (p *pacer) pause(ctx context.Context) bool {
 
 // next sets the wait after a read (empty: nothing was handed out).
 func (p *pacer) next(empty bool, err error) {
+	p.quiet = empty && err == nil
 	switch {
 	case err != nil:
 		p.wait = p.cfg.RetryInterval
@@ -206,13 +214,21 @@ func (p *pacer) next(empty bool, err error) {
 func (p *pacer) standby(d time.Duration) { p.wait = d }
 
 // batch reads one batch, hands its messages out and acks the handled prefix. empty
-// reports that there was nothing to hand out.
-func (s *Subscriber) batch(ctx, readCtx context.Context, topic string, out chan<- *message.Message) (empty bool, err error) {
+// reports that there was nothing to hand out. quiet (the last read found nothing)
+// has MySQL ask whether there is anything to read before it begins a transaction.
+func (s *Subscriber) batch(ctx, readCtx context.Context, topic string, out chan<- *message.Message, quiet bool) (empty bool, err error) {
 	if s.store != nil && s.store.Dialect == SQLite {
 		// One process per file: reads on the read pool, the ack with other writes on
 		// the single writer.
 		acked, err := s.handle(ctx, readCtx, poolQuerier{s.store.R}, s.groupExec, topic, out)
 		return err == nil && acked == 0, err
+	}
+	if quiet && s.pending != nil {
+		// An idle poll in one statement instead of four (the isolation level,
+		// START TRANSACTION, the locking SELECT and ROLLBACK): docs/performance.md.
+		if has, err := s.pending(readCtx, topic); err != nil || !has {
+			return err == nil, err
+		}
 	}
 	// The transaction outlives a cancelled ctx so that what was handled is acked at
 	// shutdown; only the read is interrupted.

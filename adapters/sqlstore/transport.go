@@ -209,6 +209,8 @@ func (db *DB) NewSubscriber(cfg TransportConfig, logger watermill.LoggerAdapter)
 		logger: logger, closing: make(chan struct{}), wakes: &db.wakes}
 	if db.Dialect != MySQL {
 		sub.store = db
+	} else {
+		sub.pending = db.mysqlPending
 	}
 	if db.Dialect == Postgres {
 		sub.conns = db.sub
