@@ -22,6 +22,15 @@ func LeaseKey(ctx context.Context, db *DB, group, topic string) (int64, error) {
 	return leaseKey(ctx, db.W, offsetsTableOf(db.OffsetsAdapter(), topic), group)
 }
 
+// MySQLLeaseName is the named lock of a MySQL topic (for tests).
+func MySQLLeaseName(ctx context.Context, db *DB, topic string) (string, error) {
+	var schema string
+	if err := db.W.QueryRowContext(ctx, "SELECT DATABASE()").Scan(&schema); err != nil {
+		return "", err
+	}
+	return mysqlLeaseName(schema, topic), nil
+}
+
 // BatchStatements runs each batched write (fan-out records and topic rows, claims,
 // sandbox and inbox records, sent) once per size in sizes, all in one transaction, and
 // returns the number of statements that transaction's PostgreSQL connection has

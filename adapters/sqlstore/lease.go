@@ -29,6 +29,14 @@ import (
 // connection dies the lock goes with it and the standby resumes from the last acked
 // offset. Delivery stays at least once, as with the transaction: what was handled and
 // not acked is read again.
+//
+// MySQL does the same with a named lock (GET_LOCK) per topic (ADR 0012). Its queue
+// schema used to let every instance take rows with SELECT ... FOR UPDATE SKIP LOCKED
+// in a transaction held while the batch was handled: two instances split a topic row
+// by row, so one account's events could be handled side by side, out of order, and
+// every read cost a transaction of its own (isolation level, begin, select, ack,
+// commit). Holding the lease, the one reader reads without locking rows and acks in a
+// group transaction, with other writes.
 
 // standbyInterval is how often a subscription that does not hold its consumer group
 // asks for it again.
@@ -92,13 +100,13 @@ func (s *Subscriber) acquire(ctx context.Context, topic string) (*stdsql.Conn, e
 	if err != nil {
 		return nil, err
 	}
-	key, err := leaseKey(ctx, conn, offsetsTableOf(s.offsets, topic), s.cfg.ConsumerGroup)
-	if err != nil {
-		_ = conn.Close()
-		return nil, err
-	}
 	var held bool
-	if err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&held); err != nil {
+	if s.store.Dialect == MySQL {
+		held, err = mysqlLease(ctx, conn, topic)
+	} else {
+		held, err = pgLease(ctx, conn, offsetsTableOf(s.offsets, topic), s.cfg.ConsumerGroup)
+	}
+	if err != nil {
 		release(conn)
 		return nil, err
 	}
@@ -107,6 +115,42 @@ func (s *Subscriber) acquire(ctx context.Context, topic string) (*stdsql.Conn, e
 		return nil, nil
 	}
 	return conn, nil
+}
+
+// pgLease takes the advisory lock of group on the topic whose offsets table is given,
+// unless another session holds it.
+func pgLease(ctx context.Context, conn *stdsql.Conn, offsetsTable, group string) (bool, error) {
+	key, err := leaseKey(ctx, conn, offsetsTable, group)
+	if err != nil {
+		return false, err
+	}
+	var held bool
+	err = conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&held)
+	return held, err
+}
+
+// mysqlLease takes the named lock of topic (GET_LOCK, held by the session until it
+// ends), unless another session holds it. MySQL's queue schema has no consumer groups,
+// so the lock is the topic's. Lock names are per server, and several Herald
+// deployments may share one in separate databases: the name includes the database's.
+func mysqlLease(ctx context.Context, conn *stdsql.Conn, topic string) (bool, error) {
+	var schema string
+	if err := conn.QueryRowContext(ctx, "SELECT DATABASE()").Scan(&schema); err != nil {
+		return false, fmt.Errorf("finding the database of %s: %w", topic, err)
+	}
+	var held stdsql.NullInt64
+	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", mysqlLeaseName(schema, topic)).Scan(&held); err != nil {
+		return false, fmt.Errorf("taking the lease of %s: %w", topic, err)
+	}
+	return held.Valid && held.Int64 == 1, nil
+}
+
+// mysqlLeaseName names the lock of topic in database schema (at most 64 characters,
+// MySQL's limit).
+func mysqlLeaseName(schema, topic string) string {
+	h := fnv.New64a()
+	_, _ = fmt.Fprintf(h, "%s\x00%s", schema, TopicTable(topic))
+	return fmt.Sprintf("herald.subscription.%016x", h.Sum64())
 }
 
 // release ends a held connection's session, and with it the advisory lock: the

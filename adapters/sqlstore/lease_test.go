@@ -124,11 +124,23 @@ func TestPostgresBatchDoesNotHideOtherTopics(t *testing.T) {
 	m.Ack()
 }
 
-// Two subscribers of one consumer group on PostgreSQL: one consumes, the other stands
-// by; when the first closes, or its connection is killed, the other (or the first
-// again) resumes after the last acked message, losing nothing.
-func TestPostgresConsumerGroupStandby(t *testing.T) {
-	db := openPostgres(t)
+// Two subscribers of one consumer group on PostgreSQL, or of one topic on MySQL (two
+// instances): one consumes, the other stands by; when the first closes, or its
+// connection is killed, the other (or the first again) resumes after the last acked
+// message, losing nothing.
+func TestConsumerGroupStandby(t *testing.T) {
+	for name, open := range map[string]func(t *testing.T) *sqlstore.DB{
+		"postgres": openPostgres,
+		"mysql":    func(t *testing.T) *sqlstore.DB { db, _ := openMySQL(t); return db },
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testStandby(t, open(t))
+		})
+	}
+}
+
+func testStandby(t *testing.T, db *sqlstore.DB) {
 	const topic = "standby"
 	if err := db.InitTopic(topic); err != nil {
 		t.Fatal(err)
@@ -161,7 +173,7 @@ func TestPostgresConsumerGroupStandby(t *testing.T) {
 	}
 	select {
 	case m := <-ch2:
-		t.Fatalf("the standby got %s while the first subscriber held the group", m.UUID)
+		t.Fatalf("the standby got %s while the first subscriber held the topic", m.UUID)
 	case <-time.After(time.Second):
 	}
 	// m2 is not acked when the first closes: the standby gets it, then m3.
@@ -174,19 +186,11 @@ func TestPostgresConsumerGroupStandby(t *testing.T) {
 		m.Ack()
 	}
 
-	// Kill the holder's connection: the subscription takes the group again and goes on.
-	key, err := sqlstore.LeaseKey(ctx, db, "herald", topic)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Kill the holder's connection: the subscription takes the topic again and goes on.
 	killed := 0
 	deadline := time.Now().Add(10 * time.Second)
 	for killed == 0 && time.Now().Before(deadline) {
-		if err := db.W.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks
-			WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-			AND (classid::bigint << 32 | objid::bigint) = $1`, key).Scan(&killed); err != nil {
-			t.Fatal(err)
-		}
+		killed = killLeaseHolder(ctx, t, db, topic)
 		if killed == 0 {
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -200,6 +204,40 @@ func TestPostgresConsumerGroupStandby(t *testing.T) {
 	} else {
 		m.Ack()
 	}
+}
+
+// killLeaseHolder ends the session holding topic's lease and returns how many it
+// ended (0: none holds it now).
+func killLeaseHolder(ctx context.Context, t *testing.T, db *sqlstore.DB, topic string) int {
+	t.Helper()
+	if db.Dialect == sqlstore.MySQL {
+		name, err := sqlstore.MySQLLeaseName(ctx, db, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var holder sql.NullInt64
+		if err := db.W.QueryRowContext(ctx, "SELECT IS_USED_LOCK(?)", name).Scan(&holder); err != nil {
+			t.Fatal(err)
+		}
+		if !holder.Valid {
+			return 0
+		}
+		if _, err := db.W.ExecContext(ctx, fmt.Sprintf("KILL %d", holder.Int64)); err != nil {
+			t.Fatal(err)
+		}
+		return 1
+	}
+	key, err := sqlstore.LeaseKey(ctx, db, "herald", topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var killed int
+	if err := db.W.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND (classid::bigint << 32 | objid::bigint) = $1`, key).Scan(&killed); err != nil {
+		t.Fatal(err)
+	}
+	return killed
 }
 
 // A publish committed by this process wakes an idle subscription at once: with a poll

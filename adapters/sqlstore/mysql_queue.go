@@ -1,10 +1,8 @@
 package sqlstore
 
 import (
-	"context"
 	stdsql "database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -76,20 +74,15 @@ func (s MySQLQueueSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, err
 		"ORDER BY `offset` LIMIT %d FOR UPDATE SKIP LOCKED", mysqlTable(p.Topic), batch)}, nil
 }
 
-// mysqlPending tells whether a MySQLQueueSchema topic has unacked rows: one
-// statement on the subscribers' pool, without a transaction or locks. A row another
-// subscriber holds counts (its transaction may roll back), so a read can still find
-// nothing after it.
-func (db *DB) mysqlPending(ctx context.Context, topic string) (bool, error) {
-	var one int
-	err := db.sub.QueryRowContext(ctx, "SELECT 1 FROM "+mysqlTable(topic)+" WHERE `acked` = 0 LIMIT 1").Scan(&one)
-	if errors.Is(err, stdsql.ErrNoRows) {
-		return false, nil
-	}
+// leasedSelectQuery takes the oldest unacked rows without locking them: for a
+// subscription that holds the topic's lease (lease.go), the one reader of the topic.
+func (s MySQLQueueSchema) leasedSelectQuery(p wsql.SelectQueryParams) (wsql.Query, error) {
+	q, err := s.SelectQuery(p)
 	if err != nil {
-		return false, fmt.Errorf("asking whether %s has rows: %w", topic, err)
+		return q, err
 	}
-	return true, nil
+	q.Query = strings.TrimSuffix(q.Query, " FOR UPDATE SKIP LOCKED")
+	return q, nil
 }
 
 // UnmarshalMessage turns a row into a message.

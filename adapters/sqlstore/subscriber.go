@@ -19,10 +19,9 @@ import (
 // Subscriber consumes SQL topics. It reuses watermill-sql's schema and offsets
 // adapters: a batch of rows is read, handed out, and the consumer group's offset (or
 // the queue's acked flags) is moved once the batch is handled, so a crash redelivers,
-// never loses. On MySQL the read and the ack share a transaction, as in
-// watermill-sql; on PostgreSQL a subscription holds its consumer group with a session
-// lock instead (lease.go, ADR 0005) and on SQLite (one process per file) it needs no
-// lock; there the ack is a write of a group transaction (DB.Group). Unlike
+// never loses. On PostgreSQL and MySQL a subscription holds its topic with a session
+// lock rather than a transaction (lease.go, ADR 0005 and 0012); on SQLite (one process
+// per file) it needs no lock. The ack is a write of a group transaction (DB.Group). Unlike
 // watermill-sql's subscriber, up to Concurrency messages of a batch are handed out at
 // once instead of one after the other, so that handlers can work on them side by side
 // and commit their writes together (DB.Group). Messages with the same key (TransportConfig.Key: the account of
@@ -54,10 +53,6 @@ type Subscriber struct {
 	conns *stdsql.DB
 	// store commits acks with other writes (PostgreSQL, SQLite).
 	store *DB
-	// pending, when set (MySQL), tells whether topic has unacked rows, in one
-	// statement without a transaction or locks: a subscription whose last read found
-	// nothing asks it before it begins the transaction of a read (probe).
-	pending func(ctx context.Context, topic string) (bool, error)
 }
 
 // ErrSubscriberClosed is returned by Subscribe after Close.
@@ -145,7 +140,7 @@ func (s *Subscriber) consume(ctx, readCtx context.Context, topic string, out cha
 		if !p.pause(readCtx) {
 			return
 		}
-		empty, err := s.batch(ctx, readCtx, topic, out, p.quiet)
+		empty, err := s.batch(ctx, readCtx, topic, out)
 		if err != nil && ctx.Err() == nil && !s.closed.Load() {
 			log.Error("Reading a batch failed, will retry", err, nil)
 		}
@@ -163,9 +158,6 @@ type pacer struct {
 	wait    time.Duration
 	wake    <-chan struct{}
 	stop    func()
-	// quiet: the last read found nothing and no commit has published to the topic
-	// since, so the next read may well find nothing too.
-	quiet bool
 }
 
 func (s *Subscriber) newPacer(topic string) *pacer {
@@ -187,7 +179,7 @@ func (p *pacer) pause(ctx context.Context) bool {
 			return false
 		case <-p.wake:
 			t.Stop()
-			p.idle, p.quiet = p.cfg.PollInterval, false
+			p.idle = p.cfg.PollInterval
 		case <-t.C:
 		}
 	}
@@ -196,7 +188,6 @@ func (p *pacer) pause(ctx context.Context) bool {
 
 // next sets the wait after a read (empty: nothing was handed out).
 func (p *pacer) next(empty bool, err error) {
-	p.quiet = empty && err == nil
 	switch {
 	case err != nil:
 		p.wait = p.cfg.RetryInterval
@@ -213,48 +204,12 @@ func (p *pacer) next(empty bool, err error) {
 // standby sets the wait of a subscription that does not hold its consumer group.
 func (p *pacer) standby(d time.Duration) { p.wait = d }
 
-// batch reads one batch, hands its messages out and acks the handled prefix. empty
-// reports that there was nothing to hand out. quiet (the last read found nothing)
-// has MySQL ask whether there is anything to read before it begins a transaction.
-func (s *Subscriber) batch(ctx, readCtx context.Context, topic string, out chan<- *message.Message, quiet bool) (empty bool, err error) {
-	if s.store != nil && s.store.Dialect == SQLite {
-		// One process per file: reads on the read pool, the ack with other writes on
-		// the single writer.
-		acked, err := s.handle(ctx, readCtx, poolQuerier{s.store.R}, s.groupExec, topic, out)
-		return err == nil && acked == 0, err
-	}
-	if quiet && s.pending != nil {
-		// An idle poll in one statement instead of four (the isolation level,
-		// START TRANSACTION, the locking SELECT and ROLLBACK): docs/performance.md.
-		if has, err := s.pending(readCtx, topic); err != nil || !has {
-			return err == nil, err
-		}
-	}
-	// The transaction outlives a cancelled ctx so that what was handled is acked at
-	// shutdown; only the read is interrupted.
-	tctx := context.WithoutCancel(ctx)
-	tx, err := s.db.BeginTx(tctx, &stdsql.TxOptions{Isolation: s.schema.SubscribeIsolationLevel()})
-	if err != nil {
-		return false, fmt.Errorf("beginning the read of %s: %w", topic, err)
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			_ = tx.Rollback()
-		}
-	}()
-	acked, err := s.handle(ctx, readCtx, tx, func(ctx context.Context, q wsql.Query) error {
-		_, err := tx.ExecContext(ctx, q.Query, q.Args...)
-		return err
-	}, topic, out)
-	if err != nil || acked == 0 {
-		return err == nil, err
-	}
-	committed = true
-	if err := tx.Commit(); err != nil {
-		return false, fmt.Errorf("committing the ack of %d messages of %s: %w", acked, topic, err)
-	}
-	return false, nil
+// batch reads one batch on SQLite, hands its messages out and acks the handled
+// prefix. empty reports that there was nothing to hand out. One process per file:
+// reads on the read pool, the ack with other writes on the single writer.
+func (s *Subscriber) batch(ctx, readCtx context.Context, topic string, out chan<- *message.Message) (empty bool, err error) {
+	acked, err := s.handle(ctx, readCtx, poolQuerier{s.store.R}, s.groupExec, topic, out)
+	return err == nil && acked == 0, err
 }
 
 // handle reads a batch with q, hands its messages out and acks the handled prefix
@@ -310,7 +265,11 @@ func (s *Subscriber) read(ctx context.Context, tx querier, topic string) ([]wsql
 	if s.conns != nil {
 		offsets = leasedOffsets{s.offsets}
 	}
-	sel, err := s.schema.SelectQuery(wsql.SelectQueryParams{Topic: topic, ConsumerGroup: s.cfg.ConsumerGroup, OffsetsAdapter: offsets})
+	p := wsql.SelectQueryParams{Topic: topic, ConsumerGroup: s.cfg.ConsumerGroup, OffsetsAdapter: offsets}
+	sel, err := s.schema.SelectQuery(p)
+	if q, ok := s.schema.(MySQLQueueSchema); ok && s.conns != nil {
+		sel, err = q.leasedSelectQuery(p)
+	}
 	if err != nil {
 		return nil, err
 	}

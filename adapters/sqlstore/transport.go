@@ -206,13 +206,8 @@ func (db *DB) NewSubscriber(cfg TransportConfig, logger watermill.LoggerAdapter)
 		return nil, fmt.Errorf("creating SQL subscriber: %w", err)
 	}
 	sub := &Subscriber{db: db.subBeginner(), cfg: cfg, schema: schema, offsets: offsets, init: init,
-		logger: logger, closing: make(chan struct{}), wakes: &db.wakes}
-	if db.Dialect != MySQL {
-		sub.store = db
-	} else {
-		sub.pending = db.mysqlPending
-	}
-	if db.Dialect == Postgres {
+		logger: logger, closing: make(chan struct{}), wakes: &db.wakes, store: db}
+	if db.Dialect != SQLite {
 		sub.conns = db.sub
 	}
 	return sub, nil
