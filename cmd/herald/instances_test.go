@@ -12,30 +12,32 @@ import (
 	"github.com/shopspring/decimal"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/heraldhq/herald/adapters/sqlstore"
 	"github.com/heraldhq/herald/notify"
 	"github.com/heraldhq/herald/outbox"
 )
 
-// TestTwoInstances runs two `herald serve` processes on one PostgreSQL database (SQL
-// mode) and on one Kafka cluster (Kafka mode), commits events while they run, kills one
+// TestTwoInstances runs two `herald serve` processes on one PostgreSQL or MariaDB
+// database (SQL mode) and on one Kafka cluster (Kafka mode), commits events while they run, kills one
 // with SIGKILL mid-run, and checks that the other finishes: every delivery ends sent.
 // Duplicates can only come from the kill (the window between a provider accepting a
 // message and its status being committed); they are counted and reported.
 func TestTwoInstances(t *testing.T) {
 	bin := buildHerald(t)
-	t.Run("postgres", func(t *testing.T) { twoInstances(t, bin, nil) })
+	t.Run("postgres", func(t *testing.T) { twoInstances(t, bin, migratedPostgres, nil) })
+	t.Run("mysql", func(t *testing.T) { twoInstances(t, bin, migratedMySQL, nil) })
 	t.Run("Kafka", func(t *testing.T) {
 		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(4))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		twoInstances(t, bin, c.ListenAddrs())
+		twoInstances(t, bin, migratedPostgres, c.ListenAddrs())
 	})
 }
 
-func twoInstances(t *testing.T, bin string, brokers []string) {
-	db, url := migratedPostgres(t)
+func twoInstances(t *testing.T, bin string, open func(*testing.T) (*sqlstore.DB, string), brokers []string) {
+	db, url := open(t)
 	ctx := context.Background()
 	putCustomers(t, db, 20)
 	start := func(name string) *exec.Cmd {

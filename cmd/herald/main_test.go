@@ -254,6 +254,11 @@ func migratedPostgres(t *testing.T) (*sqlstore.DB, string) {
 	return migrated(t, testdb.Postgres(t))
 }
 
+func migratedMySQL(t *testing.T) (*sqlstore.DB, string) {
+	t.Helper()
+	return migrated(t, testdb.MySQL(t))
+}
+
 func migratedSQLite(t *testing.T) (*sqlstore.DB, string) {
 	t.Helper()
 	return migrated(t, "sqlite://"+filepath.Join(t.TempDir(), "herald.db"))
