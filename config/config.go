@@ -25,8 +25,8 @@ type Config struct {
 	DB         string `name:"db" env:"HERALD_DB_URL" default:"sqlite://herald.db" help:"Database URL (sqlite://path/to/file.db)."`
 	DBMaxConns int    `name:"db-max-conns" env:"HERALD_DB_MAX_CONNS" default:"16" help:"Connection pool size on PostgreSQL and MySQL."`
 	// DBCommitters is how many group-commit transactions run at once on PostgreSQL and
-	// MySQL (0: 2 on PostgreSQL, 4 on MySQL, at most db-max-conns/2); SQLite has one writer.
-	DBCommitters int      `name:"db-committers" env:"HERALD_DB_COMMITTERS" help:"Group-commit transactions at once on PostgreSQL and MySQL (0: 2 on PostgreSQL, 4 on MySQL, at most db-max-conns/2); fewer make larger groups: less database CPU, but they can fall behind a burst."`
+	// MySQL (0: 2, at most db-max-conns/2); SQLite has one writer.
+	DBCommitters int      `name:"db-committers" env:"HERALD_DB_COMMITTERS" help:"Group-commit transactions at once on PostgreSQL and MySQL (0: 2, at most db-max-conns/2); fewer make larger groups: less database CPU, but they can fall behind a burst."`
 	Addr         string   `name:"addr" env:"HERALD_HTTP_ADDR" default:"127.0.0.1:8080" help:"HTTP listen address."`
 	APIKeys      []string `name:"api-keys" env:"HERALD_API_KEYS" sep:"," help:"API keys accepted as 'Authorization: Bearer <key>' (comma-separated). Required unless listening on loopback."`
 	Providers    string   `name:"providers" env:"HERALD_PROVIDERS" help:"YAML file naming the real providers (docs/providers.md); channels without one use the sandbox."`

@@ -140,9 +140,9 @@ type Options struct {
 	// topics plus the API's concurrency. SQLite uses one writer and 8 readers.
 	MaxConns int
 	// Committers is how many group-commit transactions (DB.Group) run at once on
-	// PostgreSQL and MySQL. Default 2 on PostgreSQL, where a group transaction is one
-	// round trip (pipeline.go), 4 on MySQL; at most MaxConns/2. On MySQL they have a
-	// connection each besides the pool (mysql_group.go). SQLite always has one writer.
+	// PostgreSQL and MySQL. Default 2, where a group transaction is one round trip
+	// (pipeline.go, mysql_group.go); at most MaxConns/2. On MySQL they have a
+	// connection each besides the pool. SQLite always has one writer.
 	Committers int
 	// CheckpointEvery is how often an SQLite database's checkpointer copies the
 	// write-ahead log into the database file; CheckpointPages the log's size, in
@@ -173,14 +173,11 @@ func OpenWith(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 		return nil, err
 	}
 	if opts.Committers <= 0 {
-		// Fewer committers make larger groups. On PostgreSQL two keep up with a burst
-		// (each group is one round trip) and cost the server less CPU than four
-		// (docs/performance.md, session 11). On MySQL four and two were within the
-		// spread of the measurements once a group became one query (session 14).
-		opts.Committers = 4
-		if d == Postgres {
-			opts.Committers = 2
-		}
+		// Fewer committers make larger groups, so fewer commits. Two keep up with a
+		// burst (each group is one round trip) and cost the server less CPU than four
+		// (docs/performance.md: PostgreSQL session 11; MySQL session 15, once its
+		// subscriptions' acks joined the groups, ADR 0012).
+		opts.Committers = 2
 	}
 	if d == SQLite {
 		return openSQLite(ctx, dsn, opts)

@@ -77,8 +77,8 @@ func TestPostgresURLPlansEachExecution(t *testing.T) {
 	}
 }
 
-// TestDefaultCommitters: two group-commit transactions at once on PostgreSQL (each one
-// round trip), four on MySQL, at most half the pool, or what the options say.
+// TestDefaultCommitters: two group-commit transactions at once on PostgreSQL and MySQL
+// (each one round trip), at most half the pool, or what the options say.
 func TestDefaultCommitters(t *testing.T) {
 	t.Parallel()
 	pg, my := testdb.Postgres(t), testdb.MySQL(t)
@@ -90,8 +90,9 @@ func TestDefaultCommitters(t *testing.T) {
 		{pg, sqlstore.Options{}, 2},
 		{pg, sqlstore.Options{MaxConns: 2}, 1},
 		{pg, sqlstore.Options{Committers: 3}, 3},
-		{my, sqlstore.Options{}, 4},
-		{my, sqlstore.Options{MaxConns: 6}, 3},
+		{my, sqlstore.Options{}, 2},
+		{my, sqlstore.Options{MaxConns: 2}, 1},
+		{my, sqlstore.Options{Committers: 6, MaxConns: 6}, 3},
 	} {
 		db, err := sqlstore.OpenWith(context.Background(), c.url, c.opts)
 		if err != nil {
