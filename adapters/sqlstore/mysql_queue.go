@@ -11,8 +11,10 @@ import (
 )
 
 // MySQLQueueSchema is Herald's watermill-sql schema for MySQL and MariaDB: a queue,
-// not a log. Each row has an acked flag; a subscriber takes the oldest unacked rows
-// with SELECT ... FOR UPDATE SKIP LOCKED under READ COMMITTED and flags those it handled.
+// not a log. Each row has an acked flag; a subscriber takes the oldest unacked rows and
+// flags those it handled. Herald's subscriber holds the topic's lease (lease.go, ADR
+// 0012) and reads without locking rows; SelectQuery, for a reader without the lease,
+// takes them with SELECT ... FOR UPDATE SKIP LOCKED under READ COMMITTED.
 //
 // watermill-sql's MySQL log schema reads "rows after the last acked offset". InnoDB
 // allocates AUTO_INCREMENT values before commit, so a row can become visible after a

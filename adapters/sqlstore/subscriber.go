@@ -48,10 +48,10 @@ type Subscriber struct {
 	once    sync.Once
 	wg      sync.WaitGroup
 	closed  atomic.Bool
-	// conns, when set (PostgreSQL), holds the consumer group without a transaction:
+	// conns, when set (PostgreSQL, MySQL), holds the topic without a transaction:
 	// see lease.go.
 	conns *stdsql.DB
-	// store commits acks with other writes (PostgreSQL, SQLite).
+	// store commits acks with other writes.
 	store *DB
 }
 
@@ -266,9 +266,12 @@ func (s *Subscriber) read(ctx context.Context, tx querier, topic string) ([]wsql
 		offsets = leasedOffsets{s.offsets}
 	}
 	p := wsql.SelectQueryParams{Topic: topic, ConsumerGroup: s.cfg.ConsumerGroup, OffsetsAdapter: offsets}
-	sel, err := s.schema.SelectQuery(p)
+	var sel wsql.Query
+	var err error
 	if q, ok := s.schema.(MySQLQueueSchema); ok && s.conns != nil {
 		sel, err = q.leasedSelectQuery(p)
+	} else {
+		sel, err = s.schema.SelectQuery(p)
 	}
 	if err != nil {
 		return nil, err
