@@ -129,15 +129,19 @@ func TestPostgresBatchDoesNotHideOtherTopics(t *testing.T) {
 // connection is killed, the other (or the first again) resumes after the last acked
 // message, losing nothing.
 func TestConsumerGroupStandby(t *testing.T) {
-	for name, open := range map[string]func(t *testing.T) *sqlstore.DB{
-		"postgres": openPostgres,
-		"mysql":    func(t *testing.T) *sqlstore.DB { db, _ := openMySQL(t); return db },
-	} {
+	for name, open := range leasedDatabases {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			testStandby(t, open(t))
 		})
 	}
+}
+
+// leasedDatabases open a fresh database of each dialect whose subscriptions hold a
+// lease (lease.go).
+var leasedDatabases = map[string]func(t *testing.T) *sqlstore.DB{
+	"postgres": openPostgres,
+	"mysql":    func(t *testing.T) *sqlstore.DB { db, _ := openMySQL(t); return db },
 }
 
 func testStandby(t *testing.T, db *sqlstore.DB) {
@@ -286,35 +290,28 @@ func TestPublishWakesIdleSubscription(t *testing.T) {
 	}
 }
 
-// Two deployments in separate schemas of one database do not share a consumer group:
-// advisory locks are per database, so the lease is named after the schema's table.
-func TestPostgresSchemasDoNotShareLeases(t *testing.T) {
-	a, b := openPostgres(t), openPostgres(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var held []*message.Message
-	for i, db := range []*sqlstore.DB{a, b} {
-		if err := db.InitTopic("shared"); err != nil {
-			t.Fatal(err)
-		}
-		sub, err := db.NewSubscriber(sqlstore.TransportConfig{}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer sub.Close()
-		ch, err := sub.Subscribe(ctx, "shared")
-		if err != nil {
-			t.Fatal(err)
-		}
-		u := fmt.Sprintf("s%d", i)
-		publish(t, db, "shared", u)
-		m := receive(t, ch, 10*time.Second) // the first stays unacked while the second runs
-		if m.UUID != u {
-			t.Fatalf("got %s, want %s", m.UUID, u)
-		}
-		held = append(held, m)
-	}
-	for _, m := range held {
-		m.Ack()
+// Two deployments in separate schemas (PostgreSQL) or databases (MySQL) of one server
+// do not share a topic's lease: PostgreSQL's advisory locks are per database and
+// MySQL's named locks per server, so the lease is named after the deployment's table.
+func TestDeploymentsDoNotShareLeases(t *testing.T) {
+	for name, open := range leasedDatabases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			a, b := open(t), open(t)
+			var held []*message.Message
+			for i, db := range []*sqlstore.DB{a, b} {
+				_, ch := subscribeTo(t, db, "shared", sqlstore.TransportConfig{})
+				u := fmt.Sprintf("s%d", i)
+				publish(t, db, "shared", u)
+				m := receive(t, ch, 10*time.Second) // the first stays unacked while the second runs
+				if m.UUID != u {
+					t.Fatalf("got %s, want %s", m.UUID, u)
+				}
+				held = append(held, m)
+			}
+			for _, m := range held {
+				m.Ack()
+			}
+		})
 	}
 }
