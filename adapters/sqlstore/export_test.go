@@ -22,6 +22,9 @@ func LeaseKey(ctx context.Context, db *DB, group, topic string) (int64, error) {
 	return leaseKey(ctx, db.W, offsetsTableOf(db.OffsetsAdapter(), topic), group)
 }
 
+// MySQLLeaseError is how a failed GET_LOCK is reported (for tests).
+func MySQLLeaseError(topic string, err error) error { return mysqlLeaseError(topic, err) }
+
 // MySQLLeaseName is the named lock of a MySQL topic (for tests).
 func MySQLLeaseName(ctx context.Context, db *DB, topic string) (string, error) {
 	var schema string

@@ -4,6 +4,7 @@ import (
 	"context"
 	stdsql "database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/go-sql-driver/mysql"
 )
 
 // On PostgreSQL a subscription does not hold a transaction while its batch is
@@ -140,9 +142,21 @@ func mysqlLease(ctx context.Context, conn *stdsql.Conn, topic string) (bool, err
 	}
 	var held stdsql.NullInt64
 	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", mysqlLeaseName(schema, topic)).Scan(&held); err != nil {
-		return false, fmt.Errorf("taking the lease of %s: %w", topic, err)
+		return false, mysqlLeaseError(topic, err)
 	}
 	return held.Valid && held.Int64 == 1, nil
+}
+
+// mysqlLeaseError describes a failed GET_LOCK. MariaDB Galera Cluster (wsrep on)
+// refuses named locks with error 1235 (ER_NOT_SUPPORTED_YET, MDEV-30473): say so,
+// since no retry will help.
+func mysqlLeaseError(topic string, err error) error {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) && me.Number == 1235 {
+		return fmt.Errorf("taking the lease of %s: the server refuses named locks, as MariaDB Galera Cluster does "+
+			"(MDEV-30473); Herald's MySQL topics need a server without wsrep (ADR 0012): %w", topic, err)
+	}
+	return fmt.Errorf("taking the lease of %s: %w", topic, err)
 }
 
 // mysqlLeaseName names the lock of topic in database schema (at most 64 characters,

@@ -3,12 +3,15 @@ package sqlstore_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/heraldhq/herald/adapters/sqlstore"
 	"github.com/heraldhq/herald/internal/testdb"
@@ -313,5 +316,23 @@ func TestDeploymentsDoNotShareLeases(t *testing.T) {
 				m.Ack()
 			}
 		})
+	}
+}
+
+// A server that refuses named locks (MariaDB Galera Cluster answers GET_LOCK with
+// error 1235) is named in the error, which keeps the server's; other errors are not.
+func TestMySQLLeaseErrorNamesGalera(t *testing.T) {
+	refused := &mysql.MySQLError{Number: 1235, Message: "This version of MariaDB doesn't yet support 'GET_LOCK in cluster (WSREP_ON=ON)'"}
+	err := sqlstore.MySQLLeaseError("events", refused)
+	var me *mysql.MySQLError
+	if !errors.As(err, &me) || me.Number != 1235 {
+		t.Fatalf("the server's error is lost: %v", err)
+	}
+	if !strings.Contains(err.Error(), "Galera") || !strings.Contains(err.Error(), "events") {
+		t.Fatalf("error does not say why: %v", err)
+	}
+	other := sqlstore.MySQLLeaseError("events", &mysql.MySQLError{Number: 2013, Message: "Lost connection"})
+	if strings.Contains(other.Error(), "Galera") {
+		t.Fatalf("a lost connection blamed on Galera: %v", other)
 	}
 }
