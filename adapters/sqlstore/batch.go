@@ -376,6 +376,21 @@ func (db *DB) inboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error 
 	return nil
 }
 
+// setInboxIDs sets each inbox request's out to its message's id in found (by
+// delivery id), or its err when the message is not there: a group transaction's
+// requests fail one by one.
+func setInboxIDs(rs []*groupReq, found map[string]int64) {
+	for _, r := range rs {
+		d := r.arg.(inboxArg).deliveryID
+		id, ok := found[d]
+		if !ok {
+			r.err = fmt.Errorf("inbox message of %s not found after insert", d)
+			continue
+		}
+		r.out = id
+	}
+}
+
 type fanOutArg struct {
 	n    Notification
 	ds   []notify.Delivery

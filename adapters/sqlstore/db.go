@@ -46,6 +46,9 @@ type DB struct {
 	// multi runs MySQL's group transactions, several statements per query
 	// (mysql_group.go), one connection per committer; nil on PostgreSQL and SQLite.
 	multi *sql.DB
+	// mysqlDB is the MySQL database of the URL, which names the subscriptions' locks
+	// (lease.go).
+	mysqlDB string
 	// stmts caches the hot path's prepared statements.
 	stmts stmts
 	// group commits the writes of concurrent handlers together (Group) with
@@ -200,9 +203,11 @@ func OpenWith(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 	subs.SetConnMaxIdleTime(time.Minute)
 	db := &DB{Dialect: d, W: pool, R: pool, sub: subs, Location: redact(u), committers: max(1, min(opts.Committers, opts.MaxConns/2))}
 	if d == MySQL {
-		mdsn, err := multiStatementsDSN(dsn)
+		cfg, err := mysql.ParseDSN(dsn)
 		if err == nil {
-			db.multi, err = sql.Open(driver, mdsn)
+			db.mysqlDB = cfg.DBName
+			cfg.MultiStatements = true
+			db.multi, err = sql.Open(driver, cfg.FormatDSN())
 		}
 		if err != nil {
 			_ = db.Close()

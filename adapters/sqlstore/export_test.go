@@ -26,13 +26,7 @@ func LeaseKey(ctx context.Context, db *DB, group, topic string) (int64, error) {
 func MySQLLeaseError(topic string, err error) error { return mysqlLeaseError(topic, err) }
 
 // MySQLLeaseName is the named lock of a MySQL topic (for tests).
-func MySQLLeaseName(ctx context.Context, db *DB, topic string) (string, error) {
-	var schema string
-	if err := db.W.QueryRowContext(ctx, "SELECT DATABASE()").Scan(&schema); err != nil {
-		return "", err
-	}
-	return mysqlLeaseName(schema, topic), nil
-}
+func MySQLLeaseName(db *DB, topic string) string { return mysqlLeaseName(db.mysqlDB, topic) }
 
 // BatchStatements runs each batched write (fan-out records and topic rows, claims,
 // sandbox and inbox records, sent) once per size in sizes, all in one transaction, and
@@ -201,15 +195,11 @@ func countingMySQL(db *DB, rawURL string, multi bool, seen func([]byte)) (*sql.D
 	if err != nil {
 		return nil, err
 	}
-	if multi {
-		if dsn, err = multiStatementsDSN(dsn); err != nil {
-			return nil, err
-		}
-	}
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
 		return nil, err
 	}
+	cfg.MultiStatements = multi
 	cfg.Net = fmt.Sprintf("counting-%p-%t", db, multi)
 	mysql.RegisterDialContext(cfg.Net, func(ctx context.Context, addr string) (net.Conn, error) {
 		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)

@@ -104,7 +104,7 @@ func (s *Subscriber) acquire(ctx context.Context, topic string) (*stdsql.Conn, e
 	}
 	var held bool
 	if s.store.Dialect == MySQL {
-		held, err = mysqlLease(ctx, conn, topic)
+		held, err = mysqlLease(ctx, conn, s.store.mysqlDB, topic)
 	} else {
 		held, err = pgLease(ctx, conn, offsetsTableOf(s.offsets, topic), s.cfg.ConsumerGroup)
 	}
@@ -134,12 +134,9 @@ func pgLease(ctx context.Context, conn *stdsql.Conn, offsetsTable, group string)
 // mysqlLease takes the named lock of topic (GET_LOCK, held by the session until it
 // ends), unless another session holds it. MySQL's queue schema has no consumer groups,
 // so the lock is the topic's. Lock names are per server, and several Herald
-// deployments may share one in separate databases: the name includes the database's.
-func mysqlLease(ctx context.Context, conn *stdsql.Conn, topic string) (bool, error) {
-	var schema string
-	if err := conn.QueryRowContext(ctx, "SELECT DATABASE()").Scan(&schema); err != nil {
-		return false, fmt.Errorf("finding the database of %s: %w", topic, err)
-	}
+// deployments may share one in separate databases: the name includes the database's
+// (schema, from the URL).
+func mysqlLease(ctx context.Context, conn *stdsql.Conn, schema, topic string) (bool, error) {
 	var held stdsql.NullInt64
 	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", mysqlLeaseName(schema, topic)).Scan(&held); err != nil {
 		return false, mysqlLeaseError(topic, err)

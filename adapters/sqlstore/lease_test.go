@@ -218,10 +218,7 @@ func testStandby(t *testing.T, db *sqlstore.DB) {
 func killLeaseHolder(ctx context.Context, t *testing.T, db *sqlstore.DB, topic string) int {
 	t.Helper()
 	if db.Dialect == sqlstore.MySQL {
-		name, err := sqlstore.MySQLLeaseName(ctx, db, topic)
-		if err != nil {
-			t.Fatal(err)
-		}
+		name := sqlstore.MySQLLeaseName(db, topic)
 		var holder sql.NullInt64
 		if err := db.W.QueryRowContext(ctx, "SELECT IS_USED_LOCK(?)", name).Scan(&holder); err != nil {
 			t.Fatal(err)

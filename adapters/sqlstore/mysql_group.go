@@ -8,8 +8,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/go-sql-driver/mysql"
-
 	"github.com/heraldhq/herald/notify"
 )
 
@@ -28,17 +26,6 @@ import (
 // inserts only the deliveries not recorded under other ids (Deliveries.unrecorded), so
 // a group with fan-outs reads those first and sends the rest, COMMIT included, in a
 // second round trip (stmtGroup.then).
-
-// multiStatementsDSN returns the MySQL DSN dsn with several statements per query
-// allowed.
-func multiStatementsDSN(dsn string) (string, error) {
-	cfg, err := mysql.ParseDSN(dsn)
-	if err != nil {
-		return "", err
-	}
-	cfg.MultiStatements = true
-	return cfg.FormatDSN(), nil
-}
 
 // claimMySQL claims deliveries with one UPDATE per lease (claimBatch) and reads the
 // rows back with a SELECT: MySQL's UPDATE returns none.
@@ -107,17 +94,7 @@ func (db *DB) inboxMySQL(g *stmtGroup, rs []*groupReq) {
 		found[d] = id
 		return err
 	})
-	g.after = append(g.after, func(context.Context) {
-		for _, r := range rs {
-			d := r.arg.(inboxArg).deliveryID
-			id, ok := found[d]
-			if !ok {
-				r.err = fmt.Errorf("inbox message of %s not found after insert", d)
-				continue
-			}
-			r.out = id
-		}
-	})
+	g.after = append(g.after, func(context.Context) { setInboxIDs(rs, found) })
 }
 
 // fanOutMySQL records notifications and deliveries and publishes their messages

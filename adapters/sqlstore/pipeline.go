@@ -346,15 +346,7 @@ func (db *DB) inboxPG(g *stmtGroup, rs []*groupReq) {
 				return
 			}
 		}
-		for _, r := range rs {
-			d := r.arg.(inboxArg).deliveryID
-			id, ok := found[d]
-			if !ok {
-				r.err = fmt.Errorf("inbox message of %s not found after insert", d)
-				continue
-			}
-			r.out = id
-		}
+		setInboxIDs(rs, found)
 	})
 }
 
