@@ -88,10 +88,13 @@ type Result struct {
 	RatioBacklogToDrain    *float64 `json:"ratio_backlog_to_drain,omitempty"`
 	Lost                   int      `json:"lost"`
 	Duplicates             int      `json:"duplicates"`
-	RSSMBMax               float64  `json:"rss_mb_max"`
-	Database               string   `json:"database"`
-	Transport              string   `json:"transport"`
-	Writers                int      `json:"writers"`
+	// CoreRetries counts the core's transactions run again after the database rolled
+	// them back in a conflict (a deadlock, SQLite busy); more than 5 runs fail the run.
+	CoreRetries int     `json:"core_retries"`
+	RSSMBMax    float64 `json:"rss_mb_max"`
+	Database    string  `json:"database"`
+	Transport   string  `json:"transport"`
+	Writers     int     `json:"writers"`
 	// Mix is the share of each event type, in percent.
 	Mix       map[string]float64      `json:"mix"`
 	Series    []Point                 `json:"-"`
@@ -147,7 +150,7 @@ func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Res
 		return res, err
 	}
 	run := strconv.FormatInt(time.Now().UnixNano(), 36)
-	ins := inserter{db: db, customers: cfg.Customers, mix: cfg.Mix}
+	ins := inserter{db: db, customers: cfg.Customers, mix: cfg.Mix, retries: new(atomic.Int64)}
 
 	if cfg.Backlog > 0 {
 		prefix := "lg-" + run + "-b-"
@@ -224,6 +227,7 @@ func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Res
 		}
 	}()
 	wg.Wait()
+	res.CoreRetries = int(ins.retries.Load())
 	close(done)
 	close(errc)
 	if err := <-errc; err != nil {
@@ -325,6 +329,30 @@ type inserter struct {
 	db        *sqlstore.DB
 	customers int
 	mix       Mix
+	// retries counts transactions run again after a conflict.
+	retries *atomic.Int64
+}
+
+// coreAttempts bounds the runs of one core transaction that meets conflicts.
+const coreAttempts = 5
+
+// commit runs fn in a transaction of its own, and runs it again, as a core does, when
+// the database rolled it back in a conflict with another transaction (a deadlock, a
+// serialization failure, SQLite busy: sqlstore.Conflict). Each retry is counted in
+// the summary's core_retries, so that a conflict Herald causes is seen, not hidden.
+func (w inserter) commit(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := w.db.InTx(ctx, fn)
+		if err == nil || !sqlstore.Conflict(err) || attempt == coreAttempts {
+			return err
+		}
+		w.retries.Add(1)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt) * 10 * time.Millisecond):
+		}
+	}
 }
 
 func (w inserter) event(id string, i int) (table string, payload, metadata []byte) {
@@ -358,7 +386,7 @@ func (w inserter) event(id string, i int) (table string, payload, metadata []byt
 
 func (w inserter) commitOne(ctx context.Context, id string, i int) error {
 	table, payload, md := w.event(id, i)
-	err := w.db.InTx(ctx, func(tx *sql.Tx) error {
+	err := w.commit(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, w.db.Rebind(`INSERT INTO `+table+` (uuid, payload, metadata) VALUES (?, ?, ?)`), id, string(payload), string(md))
 		return err
 	})
@@ -382,7 +410,7 @@ func (w inserter) commitBatch(ctx context.Context, prefix string, n int) error {
 			}
 			byTable[table] = append(byTable[table], id, string(payload), string(md))
 		}
-		err := w.db.InTx(ctx, func(tx *sql.Tx) error {
+		err := w.commit(ctx, func(tx *sql.Tx) error {
 			for _, table := range tables {
 				args := byTable[table]
 				rows := strings.TrimSuffix(strings.Repeat("(?, ?, ?),", len(args)/3), ",")

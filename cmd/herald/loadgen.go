@@ -186,6 +186,9 @@ func (c *loadgenCmd) Run() error {
 	if res.BacklogEventsPerSecond != nil {
 		fmt.Printf("  backlog:     %.1f events/s drained\n", *res.BacklogEventsPerSecond)
 	}
+	if res.CoreRetries > 0 {
+		fmt.Printf("  core:        %d transactions run again after a deadlock or busy database\n", res.CoreRetries)
+	}
 	fmt.Printf("  memory:      %.1f MB RSS at most\n", res.RSSMBMax)
 	return nil
 }

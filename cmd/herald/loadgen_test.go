@@ -28,7 +28,7 @@ func TestLoadgenBinary(t *testing.T) {
 		"--writers", "4", "--customers", "50", "--report", report, "--warmup", "1ms")
 	t.Logf("%s", out)
 	for _, k := range []string{"events_per_second", "deliveries_per_second", "latency_ms", "baseline", "ratio_events_to_insert_commit",
-		"ratio_events_to_drain", "backlog_events_per_second", "ratio_backlog_to_drain", "rss_mb_max", "warmup_s"} {
+		"ratio_events_to_drain", "backlog_events_per_second", "ratio_backlog_to_drain", "rss_mb_max", "warmup_s", "core_retries"} {
 		if _, ok := res[k]; !ok {
 			t.Fatalf("summary lacks %s: %s", k, out)
 		}
