@@ -88,6 +88,10 @@ type Result struct {
 	RatioBacklogToDrain    *float64 `json:"ratio_backlog_to_drain,omitempty"`
 	Lost                   int      `json:"lost"`
 	Duplicates             int      `json:"duplicates"`
+	// Lag is how far the deliveries trailed the core's commits; KeepsUp is whether
+	// Herald kept the core's pace (lagOf), absent for runs of under 5 measured seconds.
+	Lag     *Lag  `json:"lag,omitempty"`
+	KeepsUp *bool `json:"keeps_up,omitempty"`
 	// CoreRetries counts the core's transactions run again after the database rolled
 	// them back in a conflict (a deadlock, SQLite busy); more than 5 runs fail the run.
 	CoreRetries int     `json:"core_retries"`
@@ -278,6 +282,8 @@ func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Res
 	if res.Series, err = series(ctx, db, prefix, start); err != nil {
 		return res, err
 	}
+	lag, keepsUp := lagOf(res.Series, int(math.Ceil(cfg.Warmup.Seconds())))
+	res.Lag, res.KeepsUp = &lag, keepsUp
 	res.RSSMBMax = round(rss.stop(), 1)
 	return res, nil
 }

@@ -18,7 +18,12 @@ func WriteReport(w io.Writer, r Result) error {
 	if err != nil {
 		return err
 	}
+	verdict := ""
+	if r.KeepsUp != nil {
+		verdict = map[bool]string{true: "Herald kept the core's pace", false: "Herald fell behind the core"}[*r.KeepsUp]
+	}
 	return reportTmpl.Execute(w, map[string]any{
+		"Verdict":    verdict,
 		"Summary":    string(summary),
 		"Throughput": template.HTML(throughputSVG(r.Series)), //nolint:gosec // built from numbers only
 		"Latency":    template.HTML(latencySVG(r.Latencies)), //nolint:gosec // built from numbers only
@@ -98,6 +103,8 @@ var reportTmpl = template.Must(template.New("report").Parse(`<!doctype html>
 <body><h1>Herald load test</h1>
 <p>{{.R.Events}} events, {{.R.Deliveries}} deliveries on {{.R.Database}} ({{.R.Transport}} topics) with {{.R.Writers}} writers:
 {{.R.EventsPerSecond}} events/s; latency p50 {{.R.LatencyMs.P50}} ms, p99 {{.R.LatencyMs.P99}} ms; lost {{.R.Lost}}, duplicates {{.R.Duplicates}}.</p>
+{{with .Verdict}}<p><strong>{{.}}</strong>: the lag grew {{$.R.Lag.GrowthPerSecond}} events a second,
+{{$.R.Lag.AtLastCommit}} events when the core stopped.</p>{{end}}
 <h2>Throughput over time</h2>{{.Throughput}}
 <h2>Latency distribution</h2>{{.Latency}}
 <h2>Summary</h2><pre>{{.Summary}}</pre></body></html>

@@ -186,6 +186,15 @@ func (c *loadgenCmd) Run() error {
 	if res.BacklogEventsPerSecond != nil {
 		fmt.Printf("  backlog:     %.1f events/s drained\n", *res.BacklogEventsPerSecond)
 	}
+	switch {
+	case res.KeepsUp == nil:
+	case *res.KeepsUp:
+		fmt.Printf("  keeps up:    yes, the lag grew %.1f events/s (at most %d events behind the core)\n",
+			res.Lag.GrowthPerSecond, res.Lag.Max)
+	default:
+		fmt.Printf("  keeps up:    no, the lag grew %.1f events/s (%d events behind the core when it stopped)\n",
+			res.Lag.GrowthPerSecond, res.Lag.AtLastCommit)
+	}
 	if res.CoreRetries > 0 {
 		fmt.Printf("  core:        %d transactions run again after a deadlock or busy database\n", res.CoreRetries)
 	}

@@ -182,3 +182,48 @@ func loadgenJSON(t *testing.T, bin string, res any, args ...string) []byte {
 	}
 	return out
 }
+
+// TestLoadgenKeepsUp: at a rate Herald handles, the summary and the report say it kept
+// the core's pace; with a provider that takes 100 ms a send, one at a time, it falls
+// behind and they say so.
+func TestLoadgenKeepsUp(t *testing.T) {
+	bin := buildHerald(t)
+	for _, tc := range []struct {
+		name  string
+		keeps bool
+		flags []string
+	}{
+		{"keeps up", true, nil},
+		{"falls behind", false, []string{"--concurrency", "1", "--sandbox-latency", "sms=100ms", "--timeout", "1s"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			report := filepath.Join(dir, "report.html")
+			var res struct {
+				KeepsUp *bool `json:"keeps_up"`
+				Lag     *struct {
+					Max             int     `json:"max"`
+					GrowthPerSecond float64 `json:"growth_per_second"`
+				} `json:"lag"`
+			}
+			out := loadgenJSON(t, bin, &res, append([]string{"--db", "sqlite://" + filepath.Join(dir, "lg.db"),
+				"--rate", "40", "--duration", "7s", "--warmup", "1s", "--no-baseline", "--customers", "20", "--report", report}, tc.flags...)...)
+			if res.KeepsUp == nil || res.Lag == nil || *res.KeepsUp != tc.keeps {
+				t.Fatalf("keeps_up: want %v: %s", tc.keeps, out)
+			}
+			// One SMS at a time, 100 ms each: ten a second against the core's forty.
+			if !tc.keeps && res.Lag.GrowthPerSecond < 20 {
+				t.Fatalf("falling behind by ~30 events a second, the lag grew %.1f: %s", res.Lag.GrowthPerSecond, out)
+			}
+			html, err := os.ReadFile(report)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[bool]string{true: "Herald kept the core&#39;s pace", false: "Herald fell behind the core"}[tc.keeps]
+			if !strings.Contains(string(html), want) {
+				t.Fatalf("the report does not say %q", want)
+			}
+		})
+	}
+}

@@ -1,0 +1,62 @@
+package loadgen
+
+import "testing"
+
+// pace builds n seconds in which the core commits rate events a second and Herald
+// delivers deliver a second, starting a second later, then drains what is left.
+func pace(n, rate, deliver int) []Point {
+	var pts []Point
+	backlog := 0
+	for s := 0; s < n || backlog > 0; s++ {
+		p := Point{Second: s}
+		if s < n {
+			p.Committed = rate
+		}
+		if s > 0 {
+			p.Sent = min(deliver, backlog)
+		}
+		backlog += p.Committed - p.Sent
+		pts = append(pts, p)
+	}
+	return pts
+}
+
+// stall makes Herald deliver nothing in second s and catch up in the next.
+func stall(pts []Point, s int) []Point {
+	pts[s+1].Sent += pts[s].Sent
+	pts[s].Sent = 0
+	return pts
+}
+
+func TestLagVerdict(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		pts     []Point
+		skip    int
+		growth  float64
+		max     int
+		atLast  int
+		judged  bool
+		verdict bool
+	}{
+		{name: "keeps the pace", pts: pace(20, 1000, 1200), growth: 0, max: 1000, atLast: 1000, judged: true, verdict: true},
+		{name: "falls behind by a tenth", pts: pace(20, 1000, 900), growth: 100, max: 2900, atLast: 2900, judged: true},
+		{name: "half the pace", pts: pace(20, 1000, 500), growth: 500, max: 10500, atLast: 10500, judged: true},
+		{name: "one percent short is noise", pts: pace(20, 1000, 990), growth: 10, max: 1190, atLast: 1190, judged: true, verdict: true},
+		{name: "a burst too short to judge", pts: pace(4, 1000, 500), max: 2500, atLast: 2500},
+		{name: "the warm-up left out, too short", pts: pace(8, 1000, 900), skip: 4, max: 1700, atLast: 1700},
+		{name: "the warm-up left out", pts: pace(12, 1000, 900), skip: 4, growth: 100, max: 2100, atLast: 2100, judged: true},
+		{name: "a stall near the end does not decide", pts: stall(pace(10, 100, 150), 8), growth: 0, max: 200, atLast: 100, judged: true, verdict: true},
+		{name: "a long run", pts: pace(3000, 1000, 990), growth: 10, max: 30990, atLast: 30990, judged: true, verdict: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lag, keeps := lagOf(tc.pts, tc.skip)
+			if lag.Max != tc.max || lag.AtLastCommit != tc.atLast || lag.GrowthPerSecond != tc.growth {
+				t.Fatalf("lag %+v, want max %d, at last commit %d, growth %.1f", lag, tc.max, tc.atLast, tc.growth)
+			}
+			if (keeps != nil) != tc.judged || keeps != nil && *keeps != tc.verdict {
+				t.Fatalf("keeps up %v, want judged %v and %v", keeps, tc.judged, tc.verdict)
+			}
+		})
+	}
+}
