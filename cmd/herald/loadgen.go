@@ -188,6 +188,7 @@ func (c *loadgenCmd) Run() error {
 	}
 	switch {
 	case res.KeepsUp == nil:
+		fmt.Printf("  keeps up:    not judged: under 5 seconds of commits were measured (run longer, e.g. --duration 60s)\n")
 	case *res.KeepsUp:
 		fmt.Printf("  keeps up:    yes, the lag grew %.1f events/s (at most %d events behind the core)\n",
 			res.Lag.GrowthPerSecond, res.Lag.Max)
