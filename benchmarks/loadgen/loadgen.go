@@ -74,9 +74,13 @@ type Baseline struct {
 
 // Result is the summary (`--json`).
 type Result struct {
-	Events              int     `json:"events"`
-	Deliveries          int     `json:"deliveries"`
-	EventsPerSecond     float64 `json:"events_per_second"`
+	Events          int     `json:"events"`
+	Deliveries      int     `json:"deliveries"`
+	EventsPerSecond float64 `json:"events_per_second"`
+	// CommittedPerSecond is the core's pace: events over the time its writers took to
+	// commit them (EventsPerSecond counts until the last delivery ended). Under --rate
+	// when the machine or the database could not carry the load.
+	CommittedPerSecond  float64 `json:"committed_per_second"`
 	DeliveriesPerSecond float64 `json:"deliveries_per_second"`
 	LatencyMs           Latency `json:"latency_ms"`
 	// WarmupS is Config.Warmup in seconds, when set.
@@ -231,6 +235,7 @@ func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Res
 		}
 	}()
 	wg.Wait()
+	committing := time.Since(start)
 	res.CoreRetries = int(ins.retries.Load())
 	close(done)
 	close(errc)
@@ -259,6 +264,7 @@ func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Res
 	res.Events, res.Deliveries = events, sum.Total
 	res.Lost = (events - notified) + (sum.Total - ended(sum))
 	res.EventsPerSecond = round(float64(events)/elapsed.Seconds(), 1)
+	res.CommittedPerSecond = round(float64(events)/committing.Seconds(), 1)
 	res.DeliveriesPerSecond = round(float64(sum.Total)/elapsed.Seconds(), 1)
 	var since time.Time
 	if cfg.Warmup > 0 {

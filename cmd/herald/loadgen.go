@@ -179,6 +179,10 @@ func (c *loadgenCmd) Run() error {
 	fmt.Printf("Herald load test on %s (%s topics), %d writers\n", res.Database, res.Transport, res.Writers)
 	fmt.Printf("  events:      %d (%.1f/s), deliveries %d (%.1f/s), lost %d, duplicates %d\n",
 		res.Events, res.EventsPerSecond, res.Deliveries, res.DeliveriesPerSecond, res.Lost, res.Duplicates)
+	fmt.Printf("  core:        %.1f events/s committed\n", res.CommittedPerSecond)
+	if cfg.Rate > 0 && res.CommittedPerSecond < 0.95*cfg.Rate {
+		fmt.Printf("               under --rate %s: the core's writers could not commit faster beside Herald on this database\n", c.Rate)
+	}
 	fmt.Printf("  latency ms:  p50 %.1f  p95 %.1f  p99 %.1f  max %.1f (outbox commit -> provider accepted)\n",
 		res.LatencyMs.P50, res.LatencyMs.P95, res.LatencyMs.P99, res.LatencyMs.Max)
 	fmt.Printf("  baseline:    %.0f single-row commits/s, %.0f rows/s drained; ratios %.3f and %.3f\n",

@@ -201,14 +201,19 @@ func TestLoadgenKeepsUp(t *testing.T) {
 			dir := t.TempDir()
 			report := filepath.Join(dir, "report.html")
 			var res struct {
-				KeepsUp *bool `json:"keeps_up"`
-				Lag     *struct {
+				Committed float64 `json:"committed_per_second"`
+				KeepsUp   *bool   `json:"keeps_up"`
+				Lag       *struct {
 					Max             int     `json:"max"`
 					GrowthPerSecond float64 `json:"growth_per_second"`
 				} `json:"lag"`
 			}
 			out := loadgenJSON(t, bin, &res, append([]string{"--db", "sqlite://" + filepath.Join(dir, "lg.db"),
 				"--rate", "40", "--duration", "7s", "--warmup", "1s", "--no-baseline", "--customers", "20", "--report", report}, tc.flags...)...)
+			// 40 a second, and the limiter's first burst of one event per writer.
+			if res.Committed < 30 || res.Committed > 45 {
+				t.Fatalf("committed_per_second %.1f at --rate 40: %s", res.Committed, out)
+			}
 			if res.KeepsUp == nil || res.Lag == nil || *res.KeepsUp != tc.keeps {
 				t.Fatalf("keeps_up: want %v: %s", tc.keeps, out)
 			}
