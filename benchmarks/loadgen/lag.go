@@ -3,9 +3,9 @@ package loadgen
 import "slices"
 
 // Lag is how far Herald's deliveries trail the core's commits: at the end of each second
-// of the run, the events committed so far less the events delivered so far. An event
-// counts as delivered when the provider accepts its SMS (every event type of the mix
-// has one; loadgen's customers all have a phone).
+// of the run, the events committed so far less the events handled so far. An event
+// counts as handled when its SMS ended: the provider accepted it, or it failed for good
+// (every event type of the mix has an SMS; loadgen's customers all have a phone).
 type Lag struct {
 	// Max is the largest lag of the run, in events.
 	Max int `json:"max"`
@@ -39,12 +39,12 @@ func lagOf(pts []Point, skip int) (lag Lag, keepsUp *bool) {
 			last = i
 		}
 	}
-	var committed, sent int
+	var committed, ended int
 	lags := make([]int, len(pts))
 	for i, p := range pts {
 		committed += p.Committed
-		sent += p.Sent
-		lags[i] = committed - sent
+		ended += p.Ended
+		lags[i] = committed - ended
 		lag.Max = max(lag.Max, lags[i])
 	}
 	if last < 0 {

@@ -13,9 +13,9 @@ func pace(n, rate, deliver int) []Point {
 			p.Committed = rate
 		}
 		if s > 0 {
-			p.Sent = min(deliver, backlog)
+			p.Ended = min(deliver, backlog)
 		}
-		backlog += p.Committed - p.Sent
+		backlog += p.Committed - p.Ended
 		pts = append(pts, p)
 	}
 	return pts
@@ -23,8 +23,8 @@ func pace(n, rate, deliver int) []Point {
 
 // stall makes Herald deliver nothing in second s and catch up in the next.
 func stall(pts []Point, s int) []Point {
-	pts[s+1].Sent += pts[s].Sent
-	pts[s].Sent = 0
+	pts[s+1].Ended += pts[s].Ended
+	pts[s].Ended = 0
 	return pts
 }
 

@@ -97,7 +97,8 @@ type Result struct {
 	Lag     *Lag  `json:"lag,omitempty"`
 	KeepsUp *bool `json:"keeps_up,omitempty"`
 	// CoreRetries counts the core's transactions run again after the database rolled
-	// them back in a conflict (a deadlock, SQLite busy); more than 5 runs fail the run.
+	// them back in a conflict (a deadlock, SQLite busy); a transaction that conflicts
+	// coreAttempts times in a row fails the run.
 	CoreRetries int     `json:"core_retries"`
 	RSSMBMax    float64 `json:"rss_mb_max"`
 	Database    string  `json:"database"`
@@ -109,11 +110,13 @@ type Result struct {
 	Latencies *hdrhistogram.Histogram `json:"-"`
 }
 
-// Point is one second of the run: deliveries accepted by providers and events committed.
+// Point is one second of the run: events committed, and their SMS accepted by the
+// provider (Sent) or ended, accepted or failed for good (Ended).
 type Point struct {
 	Second    int
 	Committed int
 	Sent      int
+	Ended     int
 }
 
 // Pipeline is the Herald under load: in process (Start runs it) or already running.
@@ -449,10 +452,11 @@ func customers(ctx context.Context, db *sqlstore.DB, n int) error {
 	return nil
 }
 
-// series counts, per second since start, events committed and deliveries accepted.
+// series counts, per second since start, events committed, SMS accepted, and SMS
+// ended (accepted, or failed for good).
 func series(ctx context.Context, db *sqlstore.DB, prefix string, start time.Time) ([]Point, error) {
-	rows, err := db.R.QueryContext(ctx, db.Rebind(`SELECT occurred_at, sent_at FROM herald_deliveries WHERE event_id LIKE ? AND channel = 'sms'`),
-		prefix+"%")
+	rows, err := db.R.QueryContext(ctx, db.Rebind(`SELECT occurred_at, sent_at, status, updated_at FROM herald_deliveries
+		WHERE event_id LIKE ? AND channel = 'sms'`), prefix+"%")
 	if err != nil {
 		return nil, err
 	}
@@ -466,14 +470,19 @@ func series(ctx context.Context, db *sqlstore.DB, prefix string, start time.Time
 		return &pts[s]
 	}
 	for rows.Next() {
-		var occ int64
+		var occ, updated int64
 		var sent sql.NullInt64
-		if err := rows.Scan(&occ, &sent); err != nil {
+		var status notify.Status
+		if err := rows.Scan(&occ, &sent, &status, &updated); err != nil {
 			return nil, err
 		}
 		at(occ).Committed++
-		if sent.Valid {
+		switch {
+		case sent.Valid:
 			at(sent.Int64).Sent++
+			at(sent.Int64).Ended++
+		case status != notify.StatusQueued && status != notify.StatusSending:
+			at(updated).Ended++
 		}
 	}
 	return pts, rows.Err()

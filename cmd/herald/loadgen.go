@@ -179,7 +179,11 @@ func (c *loadgenCmd) Run() error {
 	fmt.Printf("Herald load test on %s (%s topics), %d writers\n", res.Database, res.Transport, res.Writers)
 	fmt.Printf("  events:      %d (%.1f/s), deliveries %d (%.1f/s), lost %d, duplicates %d\n",
 		res.Events, res.EventsPerSecond, res.Deliveries, res.DeliveriesPerSecond, res.Lost, res.Duplicates)
-	fmt.Printf("  core:        %.1f events/s committed\n", res.CommittedPerSecond)
+	retried := ""
+	if res.CoreRetries > 0 {
+		retried = fmt.Sprintf(", %d transactions run again after a deadlock or a busy database", res.CoreRetries)
+	}
+	fmt.Printf("  core:        %.1f events/s committed%s\n", res.CommittedPerSecond, retried)
 	if cfg.Rate > 0 && res.CommittedPerSecond < 0.95*cfg.Rate {
 		fmt.Printf("               under --rate %s: the core's writers could not commit faster beside Herald on this database\n", c.Rate)
 	}
@@ -199,9 +203,6 @@ func (c *loadgenCmd) Run() error {
 	default:
 		fmt.Printf("  keeps up:    no, the lag grew %.1f events/s (%d events behind the core when it stopped)\n",
 			res.Lag.GrowthPerSecond, res.Lag.AtLastCommit)
-	}
-	if res.CoreRetries > 0 {
-		fmt.Printf("  core:        %d transactions run again after a deadlock or busy database\n", res.CoreRetries)
 	}
 	fmt.Printf("  memory:      %.1f MB RSS at most\n", res.RSSMBMax)
 	return nil

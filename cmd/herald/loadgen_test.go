@@ -184,7 +184,7 @@ func loadgenJSON(t *testing.T, bin string, res any, args ...string) []byte {
 }
 
 // TestLoadgenKeepsUp: at a rate Herald handles, the summary and the report say it kept
-// the core's pace; with a provider that takes 100 ms a send, one at a time, it falls
+// the core's pace, also when some sends fail for good; with a provider that takes 100 ms a send, one at a time, it falls
 // behind and they say so.
 func TestLoadgenKeepsUp(t *testing.T) {
 	bin := buildHerald(t)
@@ -194,6 +194,8 @@ func TestLoadgenKeepsUp(t *testing.T) {
 		flags []string
 	}{
 		{"keeps up", true, nil},
+		// An SMS that failed for good is handled: it does not count as lag.
+		{"keeps up while a tenth of SMS fail for good", true, []string{"--sandbox-permanent-fail-rate", "sms=0.1"}},
 		{"falls behind", false, []string{"--concurrency", "1", "--sandbox-latency", "sms=100ms", "--timeout", "1s"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
