@@ -39,13 +39,9 @@ func lagOf(pts []Point, skip int) (lag Lag, keepsUp *bool) {
 			last = i
 		}
 	}
-	var committed, ended int
-	lags := make([]int, len(pts))
-	for i, p := range pts {
-		committed += p.Committed
-		ended += p.Ended
-		lags[i] = committed - ended
-		lag.Max = max(lag.Max, lags[i])
+	lags := lagSeries(pts)
+	for _, l := range lags {
+		lag.Max = max(lag.Max, l)
 	}
 	if last < 0 {
 		return lag, nil
@@ -84,4 +80,17 @@ func lagOf(pts []Point, skip int) (lag Lag, keepsUp *bool) {
 	rate /= float64(n)
 	ok := growth <= keepUpShare*rate
 	return lag, &ok
+}
+
+// lagSeries is the lag at the end of each second: events committed so far less events
+// handled so far.
+func lagSeries(pts []Point) []int {
+	var committed, ended int
+	lags := make([]int, len(pts))
+	for i, p := range pts {
+		committed += p.Committed
+		ended += p.Ended
+		lags[i] = committed - ended
+	}
+	return lags
 }

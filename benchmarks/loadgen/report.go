@@ -27,6 +27,7 @@ func WriteReport(w io.Writer, r Result) error {
 		"Summary":    string(summary),
 		"Throughput": template.HTML(throughputSVG(r.Series)), //nolint:gosec // built from numbers only
 		"Latency":    template.HTML(latencySVG(r.Latencies)), //nolint:gosec // built from numbers only
+		"Lag":        template.HTML(lagSVG(r.Series)),        //nolint:gosec // built from numbers only
 		"R":          r,
 	})
 }
@@ -60,6 +61,29 @@ func throughputSVG(pts []Point) string {
 		width, height, width, height, pad, height-pad, width-pad, height-pad, pad, pad, pad, height-pad,
 		2.0, pad, top, width-pad-20, height-pad+15, len(pts)-1,
 		line(func(p Point) int { return p.Committed }), line(func(p Point) int { return p.Sent }), pad, pad)
+}
+
+func lagSVG(pts []Point) string {
+	if len(pts) == 0 {
+		return "<p>no data</p>"
+	}
+	lags := lagSeries(pts)
+	top := 1
+	for _, l := range lags {
+		top = max(top, l)
+	}
+	var b strings.Builder
+	for i, l := range lags {
+		fmt.Fprintf(&b, "%.1f,%.1f ", pad+float64(i)*(width-2*pad)/math.Max(1, float64(len(lags)-1)),
+			height-pad-float64(l)*(height-2*pad)/float64(top))
+	}
+	return fmt.Sprintf(`<svg viewBox="0 0 %.0f %.0f" width="%.0f" height="%.0f" role="img">
+<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#888"/><line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#888"/>
+<text x="%.0f" y="%.0f" font-size="11">%d</text><text x="%.0f" y="%.0f" font-size="11">%d s</text>
+<polyline fill="none" stroke="#cf222e" stroke-width="2" points="%s"/>
+<text x="%.0f" y="14" font-size="12" fill="#cf222e">events committed and not yet handled (SMS ended), at the end of each second</text></svg>`,
+		width, height, width, height, pad, height-pad, width-pad, height-pad, pad, pad, pad, height-pad,
+		2.0, pad, top, width-pad-20, height-pad+15, len(lags)-1, b.String(), pad)
 }
 
 func latencySVG(h *hdrhistogram.Histogram) string {
@@ -106,6 +130,7 @@ var reportTmpl = template.Must(template.New("report").Parse(`<!doctype html>
 {{with .Verdict}}<p><strong>{{.}}</strong>: the lag grew {{$.R.Lag.GrowthPerSecond}} events a second,
 {{$.R.Lag.AtLastCommit}} events when the core stopped.</p>{{end}}
 <h2>Throughput over time</h2>{{.Throughput}}
+<h2>Lag over time</h2>{{.Lag}}
 <h2>Latency distribution</h2>{{.Latency}}
 <h2>Summary</h2><pre>{{.Summary}}</pre></body></html>
 `))

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -226,6 +227,11 @@ func TestLoadgenKeepsUp(t *testing.T) {
 			html, err := os.ReadFile(report)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// The lag plot's scale is the lag's largest value, as in the summary.
+			if !strings.Contains(string(html), "<h2>Lag over time</h2>") ||
+				!strings.Contains(string(html), fmt.Sprintf(`font-size="11">%d</text>`, max(res.Lag.Max, 1))) {
+				t.Fatalf("the report has no lag plot up to %d events", res.Lag.Max)
 			}
 			want := map[bool]string{true: "Herald kept the core&#39;s pace", false: "Herald fell behind the core"}[tc.keeps]
 			if !strings.Contains(string(html), want) {
