@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -49,6 +50,13 @@ type DB struct {
 	// mysqlDB is the MySQL database of the URL, which names the subscriptions' locks
 	// (lease.go).
 	mysqlDB string
+	// tableLeases is set once the MySQL server refused a named lock (Galera): the
+	// subscriptions then keep their leases in herald_leases (table_lease.go), which
+	// last leaseTTL (0: defaultTableLeaseTTL) without renewal.
+	tableLeases atomic.Bool
+	leaseTTL    time.Duration
+	leasesTable atomic.Bool // herald_leases exists
+	getLock     string      // the named lock's statement; "" is GET_LOCK (tests change it)
 	// stmts caches the hot path's prepared statements.
 	stmts stmts
 	// group commits the writes of concurrent handlers together (Group) with

@@ -25,6 +25,25 @@ func LeaseKey(ctx context.Context, db *DB, group, topic string) (int64, error) {
 // MySQLLeaseError is how a failed GET_LOCK is reported (for tests).
 func MySQLLeaseError(topic string, err error) error { return mysqlLeaseError(topic, err) }
 
+// NamedLocksRefused reports whether err is the server refusing named locks (for tests).
+func NamedLocksRefused(err error) bool { return namedLocksRefused(err) }
+
+// UseTableLeases makes db's MySQL subscriptions keep their leases in herald_leases,
+// as on a server that refuses named locks, with leases of ttl (for tests).
+func UseTableLeases(db *DB, ttl time.Duration) {
+	db.tableLeases.Store(true)
+	db.leaseTTL = ttl
+}
+
+// RefuseNamedLocks makes db's GET_LOCK a statement the server refuses with error
+// 1235, as Galera refuses GET_LOCK (for tests).
+func RefuseNamedLocks(db *DB) {
+	db.getLock = "SELECT ? IN (SELECT expires_at FROM herald_leases LIMIT 1)"
+}
+
+// TableLeases reports whether db's subscriptions keep their leases in a table.
+func TableLeases(db *DB) bool { return db.tableLeases.Load() }
+
 // MySQLLeaseName is the named lock of a MySQL topic (for tests).
 func MySQLLeaseName(db *DB, topic string) string { return mysqlLeaseName(db.mysqlDB, topic) }
 

@@ -13,7 +13,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/go-sql-driver/mysql"
 )
 
 // On PostgreSQL a subscription does not hold a transaction while its batch is
@@ -38,7 +37,8 @@ import (
 // by row, so one account's events could be handled side by side, out of order, and
 // every read cost a transaction of its own (isolation level, begin, select, ack,
 // commit). Holding the lease, the one reader reads without locking rows and acks in a
-// group transaction, with other writes.
+// group transaction, with other writes. Where the server refuses named locks (MariaDB Galera
+// Cluster), the lease is kept in a table instead (table_lease.go).
 
 // standbyInterval is how often a subscription that does not hold its consumer group
 // asks for it again.
@@ -95,18 +95,30 @@ func (q connQuerier) QueryContext(ctx context.Context, query string, args ...any
 	return q.c.QueryContext(ctx, query, args...) //nolint:rowserrcheck // read checks Err
 }
 
-// acquire returns a connection holding topic's consumer group, or nil when another
+// acquire returns the hold of topic's consumer group, or nil when another
 // subscription holds it.
-func (s *Subscriber) acquire(ctx context.Context, topic string) (*stdsql.Conn, error) {
+func (s *Subscriber) acquire(ctx context.Context, topic string) (*heldTopic, error) {
 	conn, err := s.conns.Conn(ctx)
 	if err != nil {
 		return nil, err
 	}
+	h := &heldTopic{conn: conn}
 	var held bool
-	if s.store.Dialect == MySQL {
-		held, err = mysqlLease(ctx, conn, s.store.mysqlDB, topic)
-	} else {
+	switch {
+	case s.store.Dialect != MySQL:
 		held, err = pgLease(ctx, conn, offsetsTableOf(s.offsets, topic), s.cfg.ConsumerGroup)
+	case !s.store.tableLeases.Load():
+		held, err = mysqlLease(ctx, conn, s.store.getLock, s.store.mysqlDB, topic)
+		if !namedLocksRefused(err) {
+			break
+		}
+		s.logger.Info("The server refuses named locks (MariaDB Galera Cluster): subscriptions keep their leases in herald_leases",
+			watermill.LogFields{"topic": topic})
+		s.store.tableLeases.Store(true)
+		fallthrough
+	default:
+		h.lease, err = takeTableLease(ctx, s.store, mysqlLeaseName(s.store.mysqlDB, topic))
+		held = h.lease != nil
 	}
 	if err != nil {
 		release(conn)
@@ -116,7 +128,7 @@ func (s *Subscriber) acquire(ctx context.Context, topic string) (*stdsql.Conn, e
 		_ = conn.Close() // back to the pool: it holds nothing
 		return nil, nil
 	}
-	return conn, nil
+	return h, nil
 }
 
 // pgLease takes the advisory lock of group on the topic whose offsets table is given,
@@ -136,23 +148,20 @@ func pgLease(ctx context.Context, conn *stdsql.Conn, offsetsTable, group string)
 // so the lock is the topic's. Lock names are per server, and several Herald
 // deployments may share one in separate databases: the name includes the database's
 // (schema, from the URL).
-func mysqlLease(ctx context.Context, conn *stdsql.Conn, schema, topic string) (bool, error) {
+func mysqlLease(ctx context.Context, conn *stdsql.Conn, getLock, schema, topic string) (bool, error) {
+	if getLock == "" {
+		getLock = "SELECT GET_LOCK(?, 0)"
+	}
 	var held stdsql.NullInt64
-	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", mysqlLeaseName(schema, topic)).Scan(&held); err != nil {
+	if err := conn.QueryRowContext(ctx, getLock, mysqlLeaseName(schema, topic)).Scan(&held); err != nil {
 		return false, mysqlLeaseError(topic, err)
 	}
 	return held.Valid && held.Int64 == 1, nil
 }
 
-// mysqlLeaseError describes a failed GET_LOCK. MariaDB Galera Cluster (wsrep on)
-// refuses named locks with error 1235 (ER_NOT_SUPPORTED_YET, MDEV-30473): say so,
-// since no retry will help.
+// mysqlLeaseError describes a failed GET_LOCK. The error stays the server's:
+// namedLocksRefused finds Galera's refusal in it.
 func mysqlLeaseError(topic string, err error) error {
-	var me *mysql.MySQLError
-	if errors.As(err, &me) && me.Number == 1235 {
-		return fmt.Errorf("taking the lease of %s: the server refuses named locks, as MariaDB Galera Cluster does "+
-			"(MDEV-30473); Herald's MySQL topics need a server without wsrep (ADR 0012): %w", topic, err)
-	}
 	return fmt.Errorf("taking the lease of %s: %w", topic, err)
 }
 
@@ -173,10 +182,10 @@ func release(conn *stdsql.Conn) {
 
 func (s *Subscriber) consumeLeased(ctx, readCtx context.Context, topic string, out chan<- *message.Message) {
 	log := s.logger.With(watermill.LogFields{"topic": topic, "consumer_group": s.cfg.ConsumerGroup})
-	var conn *stdsql.Conn
+	var h *heldTopic
 	defer func() {
-		if conn != nil {
-			release(conn)
+		if h != nil {
+			h.release()
 		}
 	}()
 	p := s.newPacer(topic)
@@ -186,8 +195,14 @@ func (s *Subscriber) consumeLeased(ctx, readCtx context.Context, topic string, o
 		if !p.pause(readCtx) {
 			return
 		}
-		if conn == nil {
-			c, err := s.acquire(readCtx, topic)
+		if h != nil && h.lost() {
+			log.Error("The topic's table lease was lost (not renewed in time, or taken after it expired); standing by",
+				errLeaseLost, nil)
+			h.release()
+			h = nil
+		}
+		if h == nil {
+			held, err := s.acquire(readCtx, topic)
 			switch {
 			case err != nil:
 				if readCtx.Err() == nil {
@@ -195,7 +210,7 @@ func (s *Subscriber) consumeLeased(ctx, readCtx context.Context, topic string, o
 				}
 				p.next(false, err)
 				continue
-			case c == nil:
+			case held == nil:
 				if !standby {
 					log.Info("Another subscriber holds the consumer group; standing by", nil)
 					standby = true
@@ -203,19 +218,21 @@ func (s *Subscriber) consumeLeased(ctx, readCtx context.Context, topic string, o
 				p.standby(standbyInterval)
 				continue
 			}
-			conn, standby = c, false
+			h, standby = held, false
 		}
-		empty, err := s.leasedBatch(ctx, readCtx, conn, topic, out)
+		empty, err := s.leasedBatch(ctx, readCtx, h.conn, topic, out)
 		if err != nil {
 			if ctx.Err() == nil && !s.closed.Load() {
 				log.Error("Reading a batch failed, will retry", err, nil)
 			}
-			release(conn)
-			conn = nil
+			h.release()
+			h = nil
 		}
 		p.next(empty, err)
 	}
 }
+
+var errLeaseLost = errors.New("table lease lost")
 
 // leasedBatch reads one batch on the held connection, hands its messages out and acks
 // the handled prefix in a group transaction (DB.Group), with other writes.

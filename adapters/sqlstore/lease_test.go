@@ -193,6 +193,9 @@ func testStandby(t *testing.T, db *sqlstore.DB) {
 		m.Ack()
 	}
 
+	if sqlstore.TableLeases(db) {
+		return // a table lease does not end with its holder's connection
+	}
 	// Kill the holder's connection: the subscription takes the topic again and goes on.
 	killed := 0
 	deadline := time.Now().Add(10 * time.Second)
@@ -318,18 +321,114 @@ func TestDeploymentsDoNotShareLeases(t *testing.T) {
 
 // A server that refuses named locks (MariaDB Galera Cluster answers GET_LOCK with
 // error 1235) is named in the error, which keeps the server's; other errors are not.
-func TestMySQLLeaseErrorNamesGalera(t *testing.T) {
+func TestNamedLocksRefusedIsGalerasAnswer(t *testing.T) {
 	refused := &mysql.MySQLError{Number: 1235, Message: "This version of MariaDB doesn't yet support 'GET_LOCK in cluster (WSREP_ON=ON)'"}
 	err := sqlstore.MySQLLeaseError("events", refused)
 	var me *mysql.MySQLError
-	if !errors.As(err, &me) || me.Number != 1235 {
-		t.Fatalf("the server's error is lost: %v", err)
+	if !errors.As(err, &me) || me.Number != 1235 || !strings.Contains(err.Error(), "events") {
+		t.Fatalf("the server's error or the topic is lost: %v", err)
 	}
-	if !strings.Contains(err.Error(), "Galera") || !strings.Contains(err.Error(), "events") {
-		t.Fatalf("error does not say why: %v", err)
+	if !sqlstore.NamedLocksRefused(err) {
+		t.Fatalf("Galera's refusal not recognized: %v", err)
 	}
-	other := sqlstore.MySQLLeaseError("events", &mysql.MySQLError{Number: 2013, Message: "Lost connection"})
-	if strings.Contains(other.Error(), "Galera") {
-		t.Fatalf("a lost connection blamed on Galera: %v", other)
+	if sqlstore.NamedLocksRefused(sqlstore.MySQLLeaseError("events", &mysql.MySQLError{Number: 2013, Message: "Lost connection"})) ||
+		sqlstore.NamedLocksRefused(nil) {
+		t.Fatal("a lost connection or no error taken for Galera's refusal")
+	}
+}
+
+// On a server that refuses named locks (error 1235, here a statement MariaDB refuses
+// with it, as Galera refuses GET_LOCK), a subscription switches the database to
+// table leases and consumes.
+func TestNamedLocksRefusedSwitchesToTableLeases(t *testing.T) {
+	db, _ := openMySQL(t)
+	if err := db.Migrate(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	sqlstore.RefuseNamedLocks(db)
+	const topic = "galera"
+	_, ch := subscribeTo(t, db, topic, sqlstore.TransportConfig{})
+	publish(t, db, topic, "m1")
+	receive(t, ch, 10*time.Second).Ack()
+	if !sqlstore.TableLeases(db) {
+		t.Fatal("the database did not switch to table leases")
+	}
+	var owners int
+	if err := db.W.QueryRow(`SELECT COUNT(*) FROM herald_leases WHERE name = ?`, sqlstore.MySQLLeaseName(db, topic)).Scan(&owners); err != nil {
+		t.Fatal(err)
+	}
+	if owners != 1 {
+		t.Fatalf("%d leases of the topic in herald_leases, want 1", owners)
+	}
+}
+
+// openTableLeased opens a MySQL database whose subscriptions keep their leases in
+// herald_leases, as on Galera, with leases of ttl.
+func openTableLeased(t *testing.T, ttl time.Duration) *sqlstore.DB {
+	t.Helper()
+	db, _ := openMySQL(t)
+	sqlstore.UseTableLeases(db, ttl)
+	return db
+}
+
+// With table leases a standby waits while the holder renews, and takes the topic as
+// soon as the holder closes (the default lease of 15 s would outlast the test's
+// waits: the closing holder deletes it).
+func TestTableLeaseStandby(t *testing.T) {
+	testStandby(t, openTableLeased(t, 0))
+}
+
+// A lease left by a crashed holder keeps the topic until it expires, then a standby
+// takes it.
+func TestTableLeaseExpires(t *testing.T) {
+	db := openTableLeased(t, 0)
+	const topic = "expiry"
+	if err := db.InitTopic(topic); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Migrate(context.Background(), nil); err != nil { // creates herald_leases
+		t.Fatal(err)
+	}
+	expires := time.Now().Add(2 * time.Second)
+	if _, err := db.W.Exec(`INSERT INTO herald_leases (name, owner, expires_at) VALUES (?, 'crashed', ?)`,
+		sqlstore.MySQLLeaseName(db, topic), expires.UnixMicro()); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, db, topic, "m1")
+	_, ch := subscribeTo(t, db, topic, sqlstore.TransportConfig{})
+	m := receive(t, ch, 10*time.Second)
+	if time.Now().Before(expires) {
+		t.Fatalf("got %s before the crashed holder's lease expired", m.UUID)
+	}
+	m.Ack()
+}
+
+// A holder whose lease was taken from it (it expired while the holder stalled) stops
+// reading at its next renewal, and stands by until the lease is free again.
+func TestTableLeaseLost(t *testing.T) {
+	db := openTableLeased(t, 600*time.Millisecond)
+	const topic = "lost"
+	_, ch := subscribeTo(t, db, topic, sqlstore.TransportConfig{})
+	publish(t, db, topic, "m1")
+	receive(t, ch, 10*time.Second).Ack()
+	name := sqlstore.MySQLLeaseName(db, topic)
+	if _, err := db.W.Exec(`UPDATE herald_leases SET owner = 'other', expires_at = ? WHERE name = ?`,
+		time.Now().Add(time.Minute).UnixMicro(), name); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(600 * time.Millisecond) // renewals every 200 ms
+	publish(t, db, topic, "m2")
+	select {
+	case m := <-ch:
+		t.Fatalf("got %s after the lease was taken", m.UUID)
+	case <-time.After(1500 * time.Millisecond):
+	}
+	if _, err := db.W.Exec(`DELETE FROM herald_leases WHERE name = ?`, name); err != nil {
+		t.Fatal(err)
+	}
+	if m := receive(t, ch, 10*time.Second); m.UUID != "m2" {
+		t.Fatalf("got %s, want m2", m.UUID)
+	} else {
+		m.Ack()
 	}
 }

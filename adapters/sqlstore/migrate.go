@@ -212,6 +212,7 @@ var schemaMySQL = []string{
 	`CREATE TABLE IF NOT EXISTS herald_recipient_windows (
 		addr_key VARCHAR(64) NOT NULL, window_start BIGINT NOT NULL, sends INT NOT NULL DEFAULT 0,
 		PRIMARY KEY (addr_key, window_start)) CHARACTER SET utf8mb4`,
+	leasesTableDDL,
 }
 
 // addedColumns are columns added to tables after their first release; Migrate adds them
