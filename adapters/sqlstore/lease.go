@@ -37,8 +37,8 @@ import (
 // by row, so one account's events could be handled side by side, out of order, and
 // every read cost a transaction of its own (isolation level, begin, select, ack,
 // commit). Holding the lease, the one reader reads without locking rows and acks in a
-// group transaction, with other writes. Where the server refuses named locks (MariaDB Galera
-// Cluster), the lease is kept in a table instead (table_lease.go).
+// group transaction, with other writes. Where the server refuses named locks (MariaDB
+// Galera Cluster), the lease is kept in a table instead (table_lease.go).
 
 // standbyInterval is how often a subscription that does not hold its consumer group
 // asks for it again.
