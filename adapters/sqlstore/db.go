@@ -55,8 +55,7 @@ type DB struct {
 	// last leaseTTL (0: defaultTableLeaseTTL) without renewal.
 	tableLeases atomic.Bool
 	leaseTTL    time.Duration
-	leasesTable atomic.Bool // herald_leases exists
-	getLock     string      // the named lock's statement; "" is GET_LOCK (tests change it)
+	getLock     string // the named lock's statement; "" is GET_LOCK (tests change it)
 	// stmts caches the hot path's prepared statements.
 	stmts stmts
 	// group commits the writes of concurrent handlers together (Group) with

@@ -367,6 +367,9 @@ func TestNamedLocksRefusedSwitchesToTableLeases(t *testing.T) {
 func openTableLeased(t *testing.T, ttl time.Duration) *sqlstore.DB {
 	t.Helper()
 	db, _ := openMySQL(t)
+	if err := db.Migrate(context.Background(), nil); err != nil { // creates herald_leases
+		t.Fatal(err)
+	}
 	sqlstore.UseTableLeases(db, ttl)
 	return db
 }
@@ -384,9 +387,6 @@ func TestTableLeaseExpires(t *testing.T) {
 	db := openTableLeased(t, 0)
 	const topic = "expiry"
 	if err := db.InitTopic(topic); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Migrate(context.Background(), nil); err != nil { // creates herald_leases
 		t.Fatal(err)
 	}
 	expires := time.Now().Add(2 * time.Second)

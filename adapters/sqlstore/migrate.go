@@ -212,7 +212,9 @@ var schemaMySQL = []string{
 	`CREATE TABLE IF NOT EXISTS herald_recipient_windows (
 		addr_key VARCHAR(64) NOT NULL, window_start BIGINT NOT NULL, sends INT NOT NULL DEFAULT 0,
 		PRIMARY KEY (addr_key, window_start)) CHARACTER SET utf8mb4`,
-	leasesTableDDL,
+	// Subscription leases where the server refuses named locks (Galera; table_lease.go).
+	`CREATE TABLE IF NOT EXISTS herald_leases (
+		name VARCHAR(64) PRIMARY KEY, owner VARCHAR(64) NOT NULL, expires_at BIGINT NOT NULL) CHARACTER SET utf8mb4`,
 }
 
 // addedColumns are columns added to tables after their first release; Migrate adds them

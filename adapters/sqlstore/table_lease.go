@@ -31,11 +31,6 @@ import (
 // defaultTableLeaseTTL is how long a table lease lasts without renewal.
 const defaultTableLeaseTTL = 15 * time.Second
 
-// leasesTableDDL creates the table of the leases (MySQL; Migrate, and a subscription
-// on its first table lease).
-const leasesTableDDL = `CREATE TABLE IF NOT EXISTS herald_leases (
-	name VARCHAR(64) PRIMARY KEY, owner VARCHAR(64) NOT NULL, expires_at BIGINT NOT NULL) CHARACTER SET utf8mb4`
-
 // erNotSupportedYet is MySQL's ER_NOT_SUPPORTED_YET, Galera's answer to GET_LOCK.
 const erNotSupportedYet = 1235
 
@@ -67,12 +62,6 @@ type tableLease struct {
 // takeTableLease takes the lease called name unless another owner's has not expired.
 // It returns nil when another holds it.
 func takeTableLease(ctx context.Context, db *DB, name string) (*tableLease, error) {
-	if !db.leasesTable.Load() {
-		if _, err := db.W.ExecContext(ctx, leasesTableDDL); err != nil {
-			return nil, fmt.Errorf("creating herald_leases: %w", err)
-		}
-		db.leasesTable.Store(true)
-	}
 	l := &tableLease{db: db, name: name, owner: uuid.NewString(), ttl: db.tableLeaseTTL(),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	held, err := l.renew(ctx)

@@ -481,7 +481,7 @@ func series(ctx context.Context, db *sqlstore.DB, prefix string, start time.Time
 		case sent.Valid:
 			at(sent.Int64).Sent++
 			at(sent.Int64).Ended++
-		case status != notify.StatusQueued && status != notify.StatusSending:
+		case status.Terminal():
 			at(updated).Ended++
 		}
 	}

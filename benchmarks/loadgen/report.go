@@ -35,55 +35,60 @@ func WriteReport(w io.Writer, r Result) error {
 const width, height, pad = 760.0, 260.0, 40.0
 
 func throughputSVG(pts []Point) string {
-	if len(pts) == 0 {
-		return "<p>no data</p>"
+	committed, sent := make([]int, len(pts)), make([]int, len(pts))
+	for i, p := range pts {
+		committed[i], sent[i] = p.Committed, p.Sent
 	}
-	top := 1
-	for _, p := range pts {
-		top = max(top, p.Sent, p.Committed)
-	}
-	x := func(i int) float64 { return pad + float64(i)*(width-2*pad)/math.Max(1, float64(len(pts)-1)) }
-	y := func(v int) float64 { return height - pad - float64(v)*(height-2*pad)/float64(top) }
-	line := func(get func(Point) int) string {
-		var b strings.Builder
-		for i, p := range pts {
-			fmt.Fprintf(&b, "%.1f,%.1f ", x(i), y(get(p)))
-		}
-		return b.String()
-	}
-	return fmt.Sprintf(`<svg viewBox="0 0 %.0f %.0f" width="%.0f" height="%.0f" role="img">
-<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#888"/><line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#888"/>
-<text x="%.0f" y="%.0f" font-size="11">%d/s</text><text x="%.0f" y="%.0f" font-size="11">%d s</text>
-<polyline fill="none" stroke="#999" stroke-dasharray="4 3" points="%s"/>
-<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="%s"/>
-<text x="%.0f" y="14" font-size="12" fill="#1f6feb">events delivered (SMS accepted) per second</text>
-<text x="%.0f" y="28" font-size="12" fill="#777">events committed per second</text></svg>`,
-		width, height, width, height, pad, height-pad, width-pad, height-pad, pad, pad, pad, height-pad,
-		2.0, pad, top, width-pad-20, height-pad+15, len(pts)-1,
-		line(func(p Point) int { return p.Committed }), line(func(p Point) int { return p.Sent }), pad, pad)
+	return chart("/s",
+		chartLine{committed, `stroke="#999" stroke-dasharray="4 3"`, "#777", "events committed per second"},
+		chartLine{sent, `stroke="#1f6feb" stroke-width="2"`, "#1f6feb", "events delivered (SMS accepted) per second"})
 }
 
 func lagSVG(pts []Point) string {
-	if len(pts) == 0 {
+	return chart("", chartLine{lagSeries(pts), `stroke="#cf222e" stroke-width="2"`, "#cf222e",
+		"events committed and not yet handled (SMS ended), at the end of each second"})
+}
+
+// chartLine is one line of a chart: a value per second, drawn with style, and its
+// legend in color.
+type chartLine struct {
+	values       []int
+	style, color string
+	legend       string
+}
+
+// chart draws lines over the seconds of the run, scaled to their largest value,
+// which labels the vertical axis with unit after it.
+func chart(unit string, lines ...chartLine) string {
+	n := len(lines[0].values)
+	if n == 0 {
 		return "<p>no data</p>"
 	}
-	lags := lagSeries(pts)
 	top := 1
-	for _, l := range lags {
-		top = max(top, l)
+	for _, l := range lines {
+		for _, v := range l.values {
+			top = max(top, v)
+		}
 	}
 	var b strings.Builder
-	for i, l := range lags {
-		fmt.Fprintf(&b, "%.1f,%.1f ", pad+float64(i)*(width-2*pad)/math.Max(1, float64(len(lags)-1)),
-			height-pad-float64(l)*(height-2*pad)/float64(top))
-	}
-	return fmt.Sprintf(`<svg viewBox="0 0 %.0f %.0f" width="%.0f" height="%.0f" role="img">
+	fmt.Fprintf(&b, `<svg viewBox="0 0 %.0f %.0f" width="%.0f" height="%.0f" role="img">
 <line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#888"/><line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#888"/>
-<text x="%.0f" y="%.0f" font-size="11">%d</text><text x="%.0f" y="%.0f" font-size="11">%d s</text>
-<polyline fill="none" stroke="#cf222e" stroke-width="2" points="%s"/>
-<text x="%.0f" y="14" font-size="12" fill="#cf222e">events committed and not yet handled (SMS ended), at the end of each second</text></svg>`,
-		width, height, width, height, pad, height-pad, width-pad, height-pad, pad, pad, pad, height-pad,
-		2.0, pad, top, width-pad-20, height-pad+15, len(lags)-1, b.String(), pad)
+<text x="%.0f" y="%.0f" font-size="11">%d%s</text><text x="%.0f" y="%.0f" font-size="11">%d s</text>
+`, width, height, width, height, pad, height-pad, width-pad, height-pad, pad, pad, pad, height-pad,
+		2.0, pad, top, unit, width-pad-20, height-pad+15, n-1)
+	for _, l := range lines {
+		b.WriteString(`<polyline fill="none" ` + l.style + ` points="`)
+		for i, v := range l.values {
+			fmt.Fprintf(&b, "%.1f,%.1f ", pad+float64(i)*(width-2*pad)/math.Max(1, float64(n-1)),
+				height-pad-float64(v)*(height-2*pad)/float64(top))
+		}
+		b.WriteString("\"/>\n")
+	}
+	for i := len(lines) - 1; i >= 0; i-- {
+		fmt.Fprintf(&b, `<text x="%.0f" y="%d" font-size="12" fill="%s">%s</text>`, pad, 14+14*(len(lines)-1-i), lines[i].color, lines[i].legend)
+	}
+	b.WriteString("</svg>")
+	return b.String()
 }
 
 func latencySVG(h *hdrhistogram.Histogram) string {
