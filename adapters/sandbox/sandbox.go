@@ -14,13 +14,15 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
+
 	"github.com/heraldhq/herald/adapters/sqlstore"
 	"github.com/heraldhq/herald/notify"
 )
 
 // Recorder stores sandbox sends.
 type Recorder interface {
-	Add(ctx context.Context, r sqlstore.SandboxSend) (int64, error)
+	Add(ctx context.Context, r sqlstore.SandboxSend) error
 }
 
 // Config of a sandbox provider.
@@ -105,17 +107,23 @@ func (p *Provider) Send(ctx context.Context, m notify.Message) (notify.Receipt, 
 	if subject == "" {
 		subject = m.Content.Title
 	}
-	id, err := p.cfg.Recorder.Add(ctx, sqlstore.SandboxSend{
-		DeliveryID: m.DeliveryID, Channel: string(m.Channel), Address: string(m.Address),
-		Subject: subject, Body: body, AcceptedAt: time.Now(),
-	})
+	// The sandbox names each message itself, as a provider does; it need not read an id
+	// back from its record. Time-ordered, so the ids sort as the sends happened.
+	mid, err := uuid.NewV7()
 	if err != nil {
+		return notify.Receipt{}, fmt.Errorf("sandbox %s: message id: %w", m.Channel, err)
+	}
+	id := "sbx-" + mid.String()
+	if err := p.cfg.Recorder.Add(ctx, sqlstore.SandboxSend{
+		DeliveryID: m.DeliveryID, MessageID: id, Channel: string(m.Channel), Address: string(m.Address),
+		Subject: subject, Body: body, AcceptedAt: time.Now(),
+	}); err != nil {
 		return notify.Receipt{}, fmt.Errorf("sandbox %s: %w", m.Channel, err)
 	}
 	if p.log.Enabled(ctx, slog.LevelInfo) { // the arguments cost allocations even when not logged
 		p.log.InfoContext(ctx, "sandbox send", "message", m, "subject", subject, "chars", utf8.RuneCountInString(body))
 	}
-	return notify.Receipt{Provider: "sandbox", ProviderMessageID: "sbx-" + strconv.FormatInt(id, 10)}, nil
+	return notify.Receipt{Provider: "sandbox", ProviderMessageID: id}, nil
 }
 
 // FaultSpec is the command-line form of per-channel faults: a value for every

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,11 +13,18 @@ import (
 	"github.com/heraldhq/herald/notify"
 )
 
-type recorder struct{ n int }
+type recorder struct {
+	n   int
+	ids map[string]int // message id -> sends recorded under it
+}
 
-func (r *recorder) Add(context.Context, sqlstore.SandboxSend) (int64, error) {
+func (r *recorder) Add(_ context.Context, s sqlstore.SandboxSend) error {
 	r.n++
-	return int64(r.n), nil
+	if r.ids == nil {
+		r.ids = map[string]int{}
+	}
+	r.ids[s.MessageID]++
+	return nil
 }
 
 func TestFaultSpecParse(t *testing.T) {
@@ -51,9 +59,13 @@ func TestInjectedFaults(t *testing.T) {
 	var transient, permanent int
 	const n = 4000
 	for i := 0; i < n; i++ {
-		_, err := p.Send(context.Background(), notify.Message{DeliveryID: "d", Channel: notify.ChannelSMS, Address: "+8613800138000"})
+		r, err := p.Send(context.Background(), notify.Message{DeliveryID: "d", Channel: notify.ChannelSMS, Address: "+8613800138000"})
 		switch {
 		case err == nil:
+			// The receipt names the recorded send, and every send has an id of its own.
+			if !strings.HasPrefix(r.ProviderMessageID, "sbx-") || rec.ids[r.ProviderMessageID] != 1 || len(rec.ids) != rec.n {
+				t.Fatalf("receipt %q: recorded %d times; %d ids for %d sends", r.ProviderMessageID, rec.ids[r.ProviderMessageID], len(rec.ids), rec.n)
+			}
 		case notify.ClassOf(err) == notify.ClassPermanent:
 			permanent++
 		case errors.Is(err, ErrInjected):

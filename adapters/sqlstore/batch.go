@@ -299,37 +299,25 @@ func (db *DB) sentBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
 }
 
 const (
-	sandboxInsert = `INSERT INTO herald_sandbox_sends (delivery_id, channel, address, subject, body, accepted_at) VALUES `
+	sandboxInsert = `INSERT INTO herald_sandbox_sends (delivery_id, message_id, channel, address, subject, body, accepted_at) VALUES `
 	inboxInsert   = `INSERT INTO herald_inbox (recipient_id, delivery_id, event_type, title, body, created_at) `
 )
 
-// sandboxBatch records sandbox sends and returns their ids: one prepared INSERT …
-// RETURNING per row on SQLite (PostgreSQL: sandboxPG; MySQL, whose multi-row insert
-// reports the first id only: an INSERT and a SELECT LAST_INSERT_ID() each, sandboxMySQL).
+// sandboxBatch records sandbox sends: one prepared INSERT per row on SQLite
+// (PostgreSQL: sandboxPG; MySQL: sandboxMySQL, one multi-row INSERT each).
 func (db *DB) sandboxBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
-	ids := map[string][]int64{}
-	scan := func(rows rowScanner) error {
-		var id int64
-		var d string
-		err := rows.Scan(&id, &d)
-		ids[d] = append(ids[d], id)
-		return err
-	}
-	err := db.queryEach(ctx, tx, sandboxInsert+`(?,?,?,?,?,?) RETURNING id, delivery_id`, len(rs), func(i int) []any {
-		a := rs[i].arg.(SandboxSend)
-		return []any{a.DeliveryID, a.Channel, a.Address, a.Subject, a.Body, a.AcceptedAt.UnixMicro()}
-	}, scan)
+	err := db.execEach(ctx, tx, sandboxInsert+`(?,?,?,?,?,?,?)`, len(rs), func(i int) []any {
+		return rs[i].arg.(SandboxSend).row()
+	})
 	if err != nil {
 		return fmt.Errorf("recording %d sandbox sends: %w", len(rs), err)
 	}
-	for _, r := range rs {
-		d := r.arg.(SandboxSend).DeliveryID
-		if len(ids[d]) == 0 {
-			return fmt.Errorf("recording sandbox send of %s: no id returned", d)
-		}
-		r.out, ids[d] = ids[d][0], ids[d][1:]
-	}
 	return nil
+}
+
+// row is a send's values in sandboxInsert's order.
+func (a SandboxSend) row() []any {
+	return []any{a.DeliveryID, a.MessageID, a.Channel, a.Address, a.Subject, a.Body, a.AcceptedAt.UnixMicro()}
 }
 
 type inboxArg struct {

@@ -60,32 +60,37 @@ func TestBatchedWritesKeepEachCallersResult(t *testing.T) {
 		if _, err := db.Deliveries().Claim(ctx, "no-such", "owner", time.Minute); err == nil {
 			t.Fatal("claiming an unknown delivery succeeded")
 		}
-		ids := make([]int64, n)
 		inbox := make([]int64, n)
 		for i := 0; i < n; i++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				id, err := db.SandboxSends().Add(ctx, sqlstore.SandboxSend{DeliveryID: ds[i].ID, Channel: "sms", Address: "x", AcceptedAt: time.Now()})
+				mid := fmt.Sprintf("sbx-%d", i)
+				err := db.SandboxSends().Add(ctx, sqlstore.SandboxSend{DeliveryID: ds[i].ID, MessageID: mid, Channel: "sms",
+					Address: fmt.Sprintf("+86138%08d", i), Subject: fmt.Sprint("s", i), Body: fmt.Sprint("b", i), AcceptedAt: time.UnixMicro(int64(1000 + i))})
 				if err != nil {
 					t.Error(err)
 					return
 				}
-				ids[i] = id
 				if inbox[i], err = db.Inbox().Add(ctx, "r1", ds[i].ID, "x", "t", fmt.Sprint(i)); err != nil {
 					t.Error(err)
 					return
 				}
-				if err := db.Deliveries().MarkSent(ctx, ds[i].ID, notify.Receipt{Provider: "p", ProviderMessageID: fmt.Sprintf("sbx-%d", id)}, time.Now()); err != nil {
+				if err := db.Deliveries().MarkSent(ctx, ds[i].ID, notify.Receipt{Provider: "p", ProviderMessageID: mid}, time.Now()); err != nil {
 					t.Error(err)
 				}
 			}()
 		}
 		wg.Wait()
 		for i, d := range ds {
-			var got string
-			if err := db.R.QueryRow(db.Rebind(`SELECT delivery_id FROM herald_sandbox_sends WHERE id = ?`), ids[i]).Scan(&got); err != nil || got != d.ID {
-				t.Fatalf("sandbox id %d of %s belongs to %q (%v)", ids[i], d.ID, got, err)
+			// Each send's values stay together in the group's multi-row insert.
+			var got, mid, addr, subject, body string
+			var at int64
+			if err := db.R.QueryRow(db.Rebind(`SELECT delivery_id, message_id, address, subject, body, accepted_at FROM herald_sandbox_sends
+				WHERE delivery_id = ?`), d.ID).Scan(&got, &mid, &addr, &subject, &body, &at); err != nil ||
+				mid != fmt.Sprintf("sbx-%d", i) || addr != fmt.Sprintf("+86138%08d", i) || subject != fmt.Sprint("s", i) ||
+				body != fmt.Sprint("b", i) || at != int64(1000+i) {
+				t.Fatalf("sandbox send of %s: message %q, address %q, subject %q, body %q, accepted at %d (%v)", d.ID, mid, addr, subject, body, at, err)
 			}
 			if err := db.R.QueryRow(db.Rebind(`SELECT delivery_id FROM herald_inbox WHERE id = ?`), inbox[i]).Scan(&got); err != nil || got != d.ID {
 				t.Fatalf("inbox id %d of %s belongs to %q (%v)", inbox[i], d.ID, got, err)
@@ -94,7 +99,7 @@ func TestBatchedWritesKeepEachCallersResult(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if g.Status != notify.StatusSent || g.ProviderMessageID != fmt.Sprintf("sbx-%d", ids[i]) || g.SentAt == nil || g.Attempts != 1 {
+			if g.Status != notify.StatusSent || g.ProviderMessageID != fmt.Sprintf("sbx-%d", i) || g.SentAt == nil || g.Attempts != 1 {
 				t.Fatalf("delivery %s: status %s, provider id %q, sent at %v, attempts %d", d.ID, g.Status, g.ProviderMessageID, g.SentAt, g.Attempts)
 			}
 		}

@@ -124,8 +124,6 @@ type GroupWrite struct {
 type GroupResult struct {
 	Err   error
 	Claim Claim
-	// SandboxID is the id of a Sandbox write's record.
-	SandboxID int64
 }
 
 // CommitGroup runs writes as one group transaction, as the committers do, and returns
@@ -154,9 +152,6 @@ func CommitGroup(db *DB, writes []GroupWrite) []GroupResult {
 		out[i].Err = <-r.done
 		if c, ok := r.out.(claimOut); ok && out[i].Err == nil {
 			out[i].Claim, out[i].Err = c.c, c.err
-		}
-		if id, ok := r.out.(int64); ok {
-			out[i].SandboxID = id
 		}
 	}
 	return out

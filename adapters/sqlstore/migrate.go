@@ -103,6 +103,7 @@ var schemaSQLite = []string{
 	`CREATE TABLE IF NOT EXISTS herald_sandbox_sends (
 		id INTEGER PRIMARY KEY AUTOINCREMENT,
 		delivery_id TEXT NOT NULL,
+		message_id TEXT NOT NULL DEFAULT '',
 		channel TEXT NOT NULL,
 		address TEXT NOT NULL,
 		subject TEXT NOT NULL DEFAULT '',
@@ -158,8 +159,8 @@ var schemaPostgres = []string{
 		id BIGSERIAL PRIMARY KEY, message_uuid TEXT NOT NULL, topic TEXT NOT NULL, handler TEXT NOT NULL DEFAULT '',
 		reason TEXT NOT NULL, payload BYTEA NOT NULL, metadata TEXT NOT NULL DEFAULT '{}', created_at BIGINT NOT NULL)`,
 	`CREATE TABLE IF NOT EXISTS herald_sandbox_sends (
-		id BIGSERIAL PRIMARY KEY, delivery_id TEXT NOT NULL, channel TEXT NOT NULL, address TEXT NOT NULL,
-		subject TEXT NOT NULL DEFAULT '', body TEXT NOT NULL DEFAULT '', accepted_at BIGINT NOT NULL)`,
+		id BIGSERIAL PRIMARY KEY, delivery_id TEXT NOT NULL, message_id TEXT NOT NULL DEFAULT '', channel TEXT NOT NULL,
+		address TEXT NOT NULL, subject TEXT NOT NULL DEFAULT '', body TEXT NOT NULL DEFAULT '', accepted_at BIGINT NOT NULL)`,
 	`CREATE INDEX IF NOT EXISTS herald_sandbox_sends_delivery ON herald_sandbox_sends (delivery_id)`,
 	`CREATE TABLE IF NOT EXISTS herald_idempotency_keys (
 		idem_key TEXT PRIMARY KEY, notification_id TEXT NOT NULL, created_at BIGINT NOT NULL)`,
@@ -200,7 +201,7 @@ var schemaMySQL = []string{
 		handler VARCHAR(255) NOT NULL DEFAULT '', reason TEXT NOT NULL DEFAULT (''), payload LONGBLOB NOT NULL, metadata TEXT NOT NULL DEFAULT ('{}'),
 		created_at BIGINT NOT NULL, INDEX herald_poison_uuid (message_uuid)) CHARACTER SET utf8mb4`,
 	`CREATE TABLE IF NOT EXISTS herald_sandbox_sends (
-		id BIGINT AUTO_INCREMENT PRIMARY KEY, delivery_id VARCHAR(64) NOT NULL, channel VARCHAR(16) NOT NULL,
+		id BIGINT AUTO_INCREMENT PRIMARY KEY, delivery_id VARCHAR(64) NOT NULL, message_id VARCHAR(64) NOT NULL DEFAULT '', channel VARCHAR(16) NOT NULL,
 		address VARCHAR(1024) NOT NULL, subject TEXT NOT NULL DEFAULT (''), body TEXT NOT NULL DEFAULT (''), accepted_at BIGINT NOT NULL,
 		INDEX herald_sandbox_sends_delivery (delivery_id)) CHARACTER SET utf8mb4`,
 	`CREATE TABLE IF NOT EXISTS herald_idempotency_keys (
@@ -223,6 +224,7 @@ var addedColumns = []struct{ table, column, sqlite, postgres, mysql string }{
 	{"herald_deliveries", "lease_owner", "TEXT NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''", "VARCHAR(64) NOT NULL DEFAULT ''"},
 	{"herald_deliveries", "lease_until", "INTEGER NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0"},
 	{"herald_deliveries", "fallback_of", "TEXT NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''", "VARCHAR(64) NOT NULL DEFAULT ''"},
+	{"herald_sandbox_sends", "message_id", "TEXT NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''", "VARCHAR(64) NOT NULL DEFAULT ''"},
 }
 
 func (db *DB) addColumns(ctx context.Context) error {

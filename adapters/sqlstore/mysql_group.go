@@ -20,9 +20,8 @@ import (
 // text by the driver (interpolateParams, on for every MySQL connection: db.go). The
 // server runs the statements in order and stops at the first error; the transaction is
 // then rolled back. MySQL's UPDATE and INSERT return no rows, so a claim and an inbox
-// write read their rows with a SELECT of their own in the same text, and a sandbox send
-// its id with SELECT LAST_INSERT_ID(); each SELECT's rows come back as a result set of
-// their own, in order. One statement depends on an earlier one's result: the fan-out
+// write read their rows with a SELECT of their own in the same text; each SELECT's rows
+// come back as a result set of their own, in order. One statement depends on an earlier one's result: the fan-out
 // inserts only the deliveries not recorded under other ids (Deliveries.unrecorded), so
 // a group with fan-outs reads those first and sends the rest, COMMIT included, in a
 // second round trip (stmtGroup.then).
@@ -37,19 +36,13 @@ func claimMySQL(g *stmtGroup, rs []*groupReq) {
 	}
 }
 
-// sandboxMySQL records sandbox sends (sandboxBatch), each an INSERT and a SELECT of its
-// id: a multi-row insert reports its first id only.
+// sandboxMySQL records sandbox sends (sandboxBatch) in one multi-row INSERT.
 func sandboxMySQL(g *stmtGroup, rs []*groupReq) {
+	args := make([]any, 0, 7*len(rs))
 	for _, r := range rs {
-		a := r.arg.(SandboxSend)
-		g.add(sandboxInsert+`(?, ?, ?, ?, ?, ?)`, []any{a.DeliveryID, a.Channel, a.Address, a.Subject, a.Body, a.AcceptedAt.UnixMicro()}, nil)
-		g.add(`SELECT LAST_INSERT_ID()`, nil, func(row rowScanner) error {
-			var id int64
-			err := row.Scan(&id)
-			r.out = id
-			return err
-		})
+		args = append(args, r.arg.(SandboxSend).row()...)
 	}
+	g.add(sandboxInsert+strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?,?),", len(rs)), ","), args, nil)
 }
 
 // sentMySQL marks deliveries sent (sentBatch) with one UPDATE, a CASE per column for

@@ -284,35 +284,18 @@ func sentPG(g *stmtGroup, rs []*groupReq) {
 		[]any{string(notify.StatusSent), now(), ids, prov, pmid, at}, nil)
 }
 
-// sandboxPG records sandbox sends and returns their ids (sandboxBatch).
+// sandboxPG records sandbox sends in one INSERT (sandboxBatch).
 func sandboxPG(g *stmtGroup, rs []*groupReq) {
-	var c [5][]string
+	var c [6][]string
 	at := make([]int64, len(rs))
 	for i, r := range rs {
 		a := r.arg.(SandboxSend)
-		c[0], c[1], c[2] = append(c[0], a.DeliveryID), append(c[1], a.Channel), append(c[2], a.Address)
-		c[3], c[4], at[i] = append(c[3], a.Subject), append(c[4], a.Body), a.AcceptedAt.UnixMicro()
+		c[0], c[1], c[2] = append(c[0], a.DeliveryID), append(c[1], a.MessageID), append(c[2], a.Channel)
+		c[3], c[4], c[5], at[i] = append(c[3], a.Address), append(c[4], a.Subject), append(c[5], a.Body), a.AcceptedAt.UnixMicro()
 	}
-	ids := map[string][]int64{}
-	g.add(`INSERT INTO herald_sandbox_sends (delivery_id, channel, address, subject, body, accepted_at)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[]) RETURNING id, delivery_id`,
-		[]any{c[0], c[1], c[2], c[3], c[4], at}, func(row rowScanner) error {
-			var id int64
-			var d string
-			err := row.Scan(&id, &d)
-			ids[d] = append(ids[d], id)
-			return err
-		})
-	g.after = append(g.after, func(context.Context) {
-		for _, r := range rs {
-			d := r.arg.(SandboxSend).DeliveryID
-			if len(ids[d]) == 0 {
-				r.err = fmt.Errorf("recording sandbox send of %s: no id returned", d)
-				continue
-			}
-			r.out, ids[d] = ids[d][0], ids[d][1:]
-		}
-	})
+	g.add(`INSERT INTO herald_sandbox_sends (delivery_id, message_id, channel, address, subject, body, accepted_at)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])`,
+		[]any{c[0], c[1], c[2], c[3], c[4], c[5], at}, nil)
 }
 
 // inboxPG adds inbox messages and returns their ids (inboxBatch); the ids of messages

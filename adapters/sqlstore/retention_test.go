@@ -49,7 +49,7 @@ func TestPruneRecords(t *testing.T) {
 			}
 			for i, st := range statuses {
 				d := ds[i].ID
-				if _, err := db.SandboxSends().Add(ctx, sqlstore.SandboxSend{DeliveryID: d, Channel: "sms", Address: "x", AcceptedAt: time.Now()}); err != nil {
+				if err := db.SandboxSends().Add(ctx, sqlstore.SandboxSend{DeliveryID: d, Channel: "sms", Address: "x", AcceptedAt: time.Now()}); err != nil {
 					t.Fatal(err)
 				}
 				if _, err := db.Inbox().Add(ctx, "r1", d, "x", "t", "b"); err != nil {

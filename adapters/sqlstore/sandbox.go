@@ -15,6 +15,9 @@ func (db *DB) SandboxSends() *SandboxSends { return &SandboxSends{db: db} }
 // SandboxSend is one message a sandbox provider accepted.
 type SandboxSend struct {
 	DeliveryID string
+	// MessageID is the id the sandbox gave the message, as a provider does: the
+	// delivery's provider_message_id. Each send has its own.
+	MessageID  string
 	Channel    string
 	Address    string
 	Subject    string
@@ -22,13 +25,13 @@ type SandboxSend struct {
 	AcceptedAt time.Time
 }
 
-// Add records a send.
-func (s *SandboxSends) Add(ctx context.Context, r SandboxSend) (int64, error) {
-	req := &groupReq{kind: batchSandbox, arg: r}
-	if err := s.db.submit(ctx, req); err != nil {
-		return 0, fmt.Errorf("recording sandbox send: %w", err)
+// Add records a send, in a group transaction (DB.Group). Nothing is read back, so the
+// sends of a group are one multi-row INSERT on PostgreSQL and MySQL.
+func (s *SandboxSends) Add(ctx context.Context, r SandboxSend) error {
+	if err := s.db.submit(ctx, &groupReq{kind: batchSandbox, arg: r}); err != nil {
+		return fmt.Errorf("recording sandbox send: %w", err)
 	}
-	return req.out.(int64), nil
+	return nil
 }
 
 // Duplicates counts deliveries of events whose id starts with prefix that a sandbox
