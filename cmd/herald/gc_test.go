@@ -18,10 +18,11 @@ func TestTuneGC(t *testing.T) {
 		kafka          []string
 		want           int
 	}{
-		{"SQLite without GOGC", "", "sqlite://herald.db", nil, sqliteGCPercent},
-		{"PostgreSQL without GOGC", "", "postgres://h@db:5432/herald", nil, 100},
-		{"MySQL without GOGC", "", "mysql://root@db:3306/herald", nil, 100},
+		{"SQLite without GOGC", "", "sqlite://herald.db", nil, sqlGCPercent},
+		{"PostgreSQL without GOGC", "", "postgres://h@db:5432/herald", nil, sqlGCPercent},
+		{"MySQL without GOGC", "", "mysql://root@db:3306/herald", nil, sqlGCPercent},
 		{"SQLite in Kafka mode", "", "sqlite://herald.db", []string{"kafka:9092"}, 100},
+		{"PostgreSQL in Kafka mode", "", "postgres://h@db:5432/herald", []string{"kafka:9092"}, 100},
 		// GOGC set: the runtime applied it at start; Herald leaves it alone.
 		{"SQLite with GOGC=50", "50", "sqlite://herald.db", nil, 50},
 	} {
