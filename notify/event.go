@@ -77,7 +77,7 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &a); err != nil {
 		return err
 	}
-	var all map[string]json.RawMessage
+	all := make(map[string]json.RawMessage, len(knownFields))
 	if err := json.Unmarshal(b, &all); err != nil {
 		return err
 	}
@@ -186,7 +186,9 @@ func (e *Event) TemplateName() string {
 // will never become valid by retrying.
 func DecodeEvent(payload []byte) (Event, error) {
 	var e Event
-	if err := json.Unmarshal(payload, &e); err != nil {
+	// UnmarshalJSON itself, not json.Unmarshal, which would scan the payload once more
+	// to validate it before calling it: UnmarshalJSON's own decodes validate.
+	if err := e.UnmarshalJSON(payload); err != nil {
 		return Event{}, Poison(fmt.Errorf("decoding event: %w", err))
 	}
 	if err := e.Validate(); err != nil {
