@@ -21,10 +21,10 @@ import (
 // server runs the statements in order and stops at the first error; the transaction is
 // then rolled back. MySQL's UPDATE and INSERT return no rows, so a claim and an inbox
 // write read their rows with a SELECT of their own in the same text; each SELECT's rows
-// come back as a result set of their own, in order. One statement depends on an earlier one's result: the fan-out
-// inserts only the deliveries not recorded under other ids (Deliveries.unrecorded), so
-// a group with fan-outs reads those first and sends the rest, COMMIT included, in a
-// second round trip (stmtGroup.then).
+// come back as a result set of their own, in order. One statement depends on an
+// earlier one's result: the fan-out inserts only the deliveries not recorded under
+// other ids (Deliveries.unrecorded), so a group with fan-outs reads those first and
+// sends the rest, COMMIT included, in a second round trip (stmtGroup.then).
 
 // claimMySQL claims deliveries with one UPDATE per lease (claimBatch) and reads the
 // rows back with a SELECT: MySQL's UPDATE returns none.
