@@ -78,6 +78,12 @@ func placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
 }
 
+// valueRows returns the rows of a multi-row VALUES list: "(?,?),(?,?)" for 2 rows of 2
+// columns.
+func valueRows(rows, cols int) string {
+	return strings.TrimSuffix(strings.Repeat("("+placeholders(cols)+"),", rows), ",")
+}
+
 // sqlQuerier runs queries: a *sql.DB or a *sql.Tx.
 type sqlQuerier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)

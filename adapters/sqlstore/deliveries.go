@@ -56,20 +56,14 @@ func (s *Deliveries) InsertQueued(ctx context.Context, tx Execer, ds []notify.De
 		}
 		return nil
 	}
-	var b strings.Builder
-	b.WriteString(`INSERT INTO herald_deliveries (id, event_id, event_type, channel, lane, recipient_id, address,
-		status, occurred_at, created_at, updated_at, fallback_of) VALUES `)
 	args := make([]any, 0, len(ds)*12)
-	for i, d := range ds {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?)")
+	for _, d := range ds {
 		args = append(args, d.ID, d.EventID, d.EventType, string(d.Channel), string(d.Lane), d.RecipientID,
 			string(d.Address), string(notify.StatusQueued), d.OccurredAt.UnixMicro(), t, t, d.FallbackOf)
 	}
-	b.WriteString(s.db.onConflictNothing("id"))
-	if _, err := tx.ExecContext(ctx, s.db.q(b.String()), args...); err != nil {
+	q := `INSERT INTO herald_deliveries (id, event_id, event_type, channel, lane, recipient_id, address,
+		status, occurred_at, created_at, updated_at, fallback_of) VALUES ` + valueRows(len(ds), 12) + s.db.onConflictNothing("id")
+	if _, err := tx.ExecContext(ctx, s.db.q(q), args...); err != nil {
 		return fmt.Errorf("inserting deliveries: %w", err)
 	}
 	return nil

@@ -42,7 +42,7 @@ func sandboxMySQL(g *stmtGroup, rs []*groupReq) {
 	for _, r := range rs {
 		args = append(args, r.arg.(SandboxSend).row()...)
 	}
-	g.add(sandboxInsert+strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?,?),", len(rs)), ","), args, nil)
+	g.add(sandboxInsert+valueRows(len(rs), 7), args, nil)
 }
 
 // sentMySQL marks deliveries sent (sentBatch) with one UPDATE, a CASE per column for
@@ -78,7 +78,7 @@ func (db *DB) inboxMySQL(g *stmtGroup, rs []*groupReq) {
 		ids = append(ids, a.deliveryID)
 	}
 	found := map[string]int64{}
-	g.add(inboxInsert+`VALUES `+strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?),", len(rs)), ",")+
+	g.add(inboxInsert+`VALUES `+valueRows(len(rs), 6)+
 		db.onConflictNothing("delivery_id"), args, nil)
 	g.add(`SELECT id, delivery_id FROM herald_inbox WHERE delivery_id IN (`+placeholders(len(ids))+`)`, ids, func(row rowScanner) error {
 		var id int64

@@ -61,7 +61,7 @@ func (s MySQLQueueSchema) InsertQuery(p wsql.InsertQueryParams) (wsql.Query, err
 	}
 	return wsql.Query{
 		Query: "INSERT INTO " + mysqlTable(p.Topic) + " (`uuid`, `payload`, `metadata`) VALUES " +
-			strings.TrimSuffix(strings.Repeat("(?,?,?),", len(p.Msgs)), ","),
+			valueRows(len(p.Msgs), 3),
 		Args: args,
 	}, nil
 }

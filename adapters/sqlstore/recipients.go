@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -278,7 +277,7 @@ func (s *Notifications) Record(ctx context.Context, tx Execer, rs []Notification
 		args = append(args, r.ID, r.Type, r.CustomerID, r.Status, r.Reason, r.Deliveries, r.OccurredAt.UnixMicro(), t)
 	}
 	_, err := tx.ExecContext(ctx, s.db.q(`INSERT INTO herald_notifications (id, type, customer_id, status, reason, deliveries,
-		occurred_at, created_at) VALUES `+strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?,?,?),", len(rs)), ",")+
+		occurred_at, created_at) VALUES `+valueRows(len(rs), 8)+
 		s.db.onConflictNothing("id")), args...)
 	if err != nil {
 		return fmt.Errorf("recording %d notifications: %w", len(rs), err)

@@ -56,7 +56,7 @@ func (s SQLiteSchema) SchemaInitializingQueries(p wsql.SchemaInitializingQueries
 // InsertQuery inserts messages in one multi-row statement.
 func (s SQLiteSchema) InsertQuery(p wsql.InsertQueryParams) (wsql.Query, error) {
 	q := `INSERT INTO "` + TopicTable(p.Topic) + `" (uuid, payload, metadata) VALUES ` +
-		strings.TrimSuffix(strings.Repeat("(?,?,?),", len(p.Msgs)), ",")
+		valueRows(len(p.Msgs), 3)
 	args := make([]any, 0, 3*len(p.Msgs))
 	for _, m := range p.Msgs {
 		md, err := json.Marshal(m.Metadata)
