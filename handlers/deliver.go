@@ -325,7 +325,7 @@ func (d *Deliver) fail(ctx context.Context, m notify.Message, reason string) err
 		ds := []notify.Delivery{{ID: fb.DeliveryID, EventID: fb.EventID, EventType: fb.EventType, Channel: fb.Channel,
 			Lane: fb.Lane, RecipientID: fb.RecipientID, Address: fb.Address, OccurredAt: fb.OccurredAt, FallbackOf: m.DeliveryID}}
 		topic := sqlstore.DeliveryTopic(string(fb.Channel), fb.Lane)
-		if err := d.cfg.Fallback.CommitFanOut(ctx, sqlstore.Notification{}, ds, map[string][]*message.Message{topic: {wm}}); err != nil {
+		if err := d.cfg.Fallback.CommitFanOut(ctx, sqlstore.FanOut{Deliveries: ds, Messages: map[string][]*message.Message{topic: {wm}}}); err != nil {
 			return fmt.Errorf("queueing fallback of %s: %w", m.DeliveryID, err)
 		}
 		d.count(statusFallback)

@@ -26,7 +26,7 @@ type Directory interface {
 
 // FanOutStore commits a fan-out atomically.
 type FanOutStore interface {
-	CommitFanOut(ctx context.Context, n sqlstore.Notification, ds []notify.Delivery, msgs map[string][]*message.Message) error
+	CommitFanOut(ctx context.Context, f sqlstore.FanOut) error
 }
 
 // FanOutConfig configures the fan-out handler.
@@ -41,6 +41,12 @@ type FanOutConfig struct {
 	// OTPTTL: one-time-password messages not sent this long after the event expire.
 	// Default 5 minutes.
 	OTPTTL time.Duration
+	// DirectInbox writes in-app messages to the inbox in the fan-out's own transaction
+	// (sqlstore.InboxDelivery) instead of queueing them for the in-app delivery handler.
+	// For the built-in inbox provider only, and only where that handler would add
+	// nothing: no recipient cap or rate limit on the channel (router.New decides).
+	// Messages that can expire still take the queue, which checks their expiry.
+	DirectInbox bool
 }
 
 // Validate checks the config.
@@ -59,6 +65,10 @@ type FanOut struct {
 	cfg      FanOutConfig
 	channels map[notify.Channel]bool
 	log      *slog.Logger
+	// inboxSent and inboxLatency are the in-app delivery handler's metrics, kept for
+	// the messages written to the inbox directly (DirectInbox).
+	inboxSent    *metrics.Counter
+	inboxLatency *metrics.Histogram
 }
 
 // NewFanOut returns the fan-out handler.
@@ -72,6 +82,11 @@ func NewFanOut(cfg FanOutConfig, logger *slog.Logger) (*FanOut, error) {
 	f := &FanOut{cfg: cfg, channels: map[notify.Channel]bool{}, log: logger}
 	for _, c := range cfg.Channels {
 		f.channels[c] = true
+	}
+	if cfg.DirectInbox {
+		f.inboxSent = cfg.Metrics.GetOrCreateCounter(fmt.Sprintf(`herald_deliveries_total{channel=%q,status=%q}`,
+			notify.ChannelInApp, notify.StatusSent))
+		f.inboxLatency = cfg.Metrics.GetOrCreateHistogram(fmt.Sprintf(`herald_delivery_latency_seconds{channel=%q}`, notify.ChannelInApp))
 	}
 	return f, nil
 }
@@ -118,7 +133,7 @@ func (f *FanOut) Handle(msg *message.Message) error {
 		if why == "" {
 			n.Reason = "no enabled channel"
 		}
-		return f.cfg.Store.CommitFanOut(ctx, n, nil, nil)
+		return f.cfg.Store.CommitFanOut(ctx, sqlstore.FanOut{Notification: n})
 	}
 
 	lane := e.Lane()
@@ -143,12 +158,18 @@ func (f *FanOut) Handle(msg *message.Message) error {
 	for _, t := range kept {
 		planned[t] = true
 	}
-	ds := make([]notify.Delivery, 0, len(kept))
-	msgs := map[string][]*message.Message{}
+	fo := sqlstore.FanOut{Notification: n, Deliveries: make([]notify.Delivery, 0, len(kept)),
+		Messages: map[string][]*message.Message{}}
 	for _, t := range kept {
 		content, err := render(t.Channel)
 		if err != nil {
 			return err
+		}
+		if t.Channel == notify.ChannelInApp && f.cfg.DirectInbox && expires == nil {
+			fo.Inbox = append(fo.Inbox, sqlstore.InboxDelivery{Title: content.InboxTitle(), Body: content.Text, Delivery: notify.Delivery{
+				ID: notify.DeliveryID(e.ID, e.OccurredAt, t.Channel, t.Address), EventID: e.ID, EventType: e.Type,
+				Channel: t.Channel, Lane: lane, RecipientID: r.ID, Address: notify.Address(t.Address), OccurredAt: e.OccurredAt}})
+			continue
 		}
 		m := notify.Message{
 			DeliveryID: notify.DeliveryID(e.ID, e.OccurredAt, t.Channel, t.Address), EventID: e.ID, EventType: e.Type,
@@ -173,12 +194,21 @@ func (f *FanOut) Handle(msg *message.Message) error {
 			return err
 		}
 		topic := sqlstore.DeliveryTopic(string(t.Channel), lane)
-		msgs[topic] = append(msgs[topic], wm)
-		ds = append(ds, notify.Delivery{ID: m.DeliveryID, EventID: e.ID, EventType: e.Type, Channel: t.Channel,
+		fo.Messages[topic] = append(fo.Messages[topic], wm)
+		fo.Deliveries = append(fo.Deliveries, notify.Delivery{ID: m.DeliveryID, EventID: e.ID, EventType: e.Type, Channel: t.Channel,
 			Lane: lane, RecipientID: r.ID, Address: m.Address, OccurredAt: e.OccurredAt})
 	}
-	if err := f.cfg.Store.CommitFanOut(ctx, n, ds, msgs); err != nil {
+	if err := f.cfg.Store.CommitFanOut(ctx, fo); err != nil {
 		return fmt.Errorf("committing fan-out of event %s: %w", e.ID, err)
+	}
+	if len(fo.Inbox) > 0 {
+		// Counted as the in-app handler counts its sends; a redelivered event counts
+		// again, as a redelivered message would not (the handler finds it sent).
+		at := time.Now()
+		f.inboxSent.Add(len(fo.Inbox))
+		for range fo.Inbox {
+			f.inboxLatency.Update(at.Sub(e.OccurredAt).Seconds())
+		}
 	}
 	return nil
 }

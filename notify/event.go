@@ -318,6 +318,15 @@ type Content struct {
 	Data    map[string]string `json:"data,omitempty"` // WeChat template data, push data
 }
 
+// InboxTitle is the title of the content's in-app inbox message: its title, or else
+// its subject.
+func (c *Content) InboxTitle() string {
+	if c.Title != "" {
+		return c.Title
+	}
+	return c.Subject
+}
+
 // Empty reports whether the content has nothing to send.
 func (c *Content) Empty() bool {
 	return c.Subject == "" && c.Text == "" && c.HTML == "" && c.Title == "" && len(c.Data) == 0

@@ -26,6 +26,9 @@ const (
 	ChannelWebhook Channel = "webhook"
 )
 
+// InboxProvider names the in-app inbox in delivery records and receipts.
+const InboxProvider = "inbox"
+
 // AllChannels lists every channel, in fan-out order.
 var AllChannels = []Channel{ChannelSMS, ChannelEmail, ChannelInApp, ChannelWeChat, ChannelPush, ChannelWebhook}
 

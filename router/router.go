@@ -19,6 +19,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/google/uuid"
 
+	"github.com/heraldhq/herald/adapters/inbox"
 	"github.com/heraldhq/herald/adapters/kafka"
 	"github.com/heraldhq/herald/adapters/sqlstore"
 	"github.com/heraldhq/herald/handlers"
@@ -252,7 +253,7 @@ func New(cfg Config, logger *slog.Logger) (_ *Router, err error) {
 
 	fan, err := handlers.NewFanOut(handlers.FanOutConfig{
 		Directory: cfg.DB.Recipients(), Store: fanStore, Renderer: cfg.Renderer,
-		Channels: channels, Metrics: cfg.Metrics, OTPTTL: cfg.OTPTTL,
+		Channels: channels, Metrics: cfg.Metrics, OTPTTL: cfg.OTPTTL, DirectInbox: directInbox(cfg),
 	}, logger)
 	if err != nil {
 		return nil, err
@@ -495,6 +496,15 @@ type sharedPublisher struct{ message.Publisher }
 
 func (sharedPublisher) Close() error { return nil }
 
+// directInbox says whether the fan-out writes in-app messages to the inbox itself
+// (handlers.FanOutConfig.DirectInbox, ADR 0013): when the in-app channel is delivered
+// by the built-in inbox and its delivery handler would apply no recipient cap and no
+// rate limit.
+func directInbox(cfg Config) bool {
+	_, builtin := cfg.Providers[notify.ChannelInApp].(*inbox.Provider)
+	return builtin && cfg.Delivery.Cap == nil && cfg.Delivery.RateLimiters[notify.ChannelInApp] == nil
+}
+
 // kafkaFanOut records a fan-out in SQL, then publishes its messages to Kafka. Not one
 // transaction: a crash in between redelivers the event, whose fan-out then changes
 // nothing recorded and publishes again (the delivery handlers absorb the repeat).
@@ -504,8 +514,10 @@ type kafkaFanOut struct {
 	topic func(string) string
 }
 
-func (k kafkaFanOut) CommitFanOut(ctx context.Context, n sqlstore.Notification, ds []notify.Delivery, msgs map[string][]*message.Message) error {
-	if err := k.db.CommitFanOut(ctx, n, ds, nil); err != nil {
+func (k kafkaFanOut) CommitFanOut(ctx context.Context, f sqlstore.FanOut) error {
+	msgs := f.Messages
+	f.Messages = nil
+	if err := k.db.CommitFanOut(ctx, f); err != nil {
 		return err
 	}
 	for t, ms := range msgs {

@@ -105,3 +105,51 @@ func TestInboxStreamReadAndUnread(t *testing.T) {
 		t.Fatalf("another recipient's message: %d", resp.StatusCode)
 	}
 }
+
+// The fan-out writes in-app messages to the inbox itself only where the in-app
+// handler would add nothing: with a recipient cap, they take the queue, and the cap
+// holds the second message back.
+func TestRecipientCapHoldsInAppMessages(t *testing.T) {
+	t.Parallel()
+	for _, capped := range []bool{false, true} {
+		t.Run(fmt.Sprintf("capped=%v", capped), func(t *testing.T) {
+			t.Parallel()
+			cfg := testConfig(backends[0].url(t))
+			if capped {
+				cfg.RecipientCap = "1/1h"
+			}
+			svc := startWith(t, cfg)
+			putRecipient(t, svc, notify.Recipient{ID: "cap-1", Contacts: notify.Contacts{Phone: "+8613800138011"},
+				Preferences: notify.Preferences{Channels: map[string][]notify.Channel{"*": {"inapp"}}}})
+			commit(t, svc, false, posted("cap-evt-1", "cap-1", "1.00"))
+			if got := channelsOf(terminal(t, svc, "cap-evt-1")); got != "inapp:sent" {
+				t.Fatalf("first event: %s", got)
+			}
+			commit(t, svc, false, posted("cap-evt-2", "cap-1", "2.00"))
+			if !capped {
+				if got := channelsOf(terminal(t, svc, "cap-evt-2")); got != "inapp:sent" {
+					t.Fatalf("second event without a cap: %s", got)
+				}
+				return
+			}
+			waitFor(t, "the cap to hold the second message", func() bool {
+				ds, err := svc.DB.Deliveries().ByEvent(context.Background(), "cap-evt-2")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return len(ds) == 1 && strings.Contains(ds[0].LastError, "cap")
+			})
+			ds, err := svc.DB.Deliveries().ByEvent(context.Background(), "cap-evt-2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			page, err := svc.DB.Inbox().List(context.Background(), "cap-1", "", 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ds[0].Status == notify.StatusSent || len(page.Messages) != 1 {
+				t.Fatalf("capped: second delivery %s, inbox %d messages; want it held and 1 message", ds[0].Status, len(page.Messages))
+			}
+		})
+	}
+}

@@ -30,13 +30,9 @@ func New(store Store) (*Provider, error) {
 // Send adds the message to the inbox of its address (the recipient id). Sending the
 // same delivery twice keeps one inbox message.
 func (p *Provider) Send(ctx context.Context, m notify.Message) (notify.Receipt, error) {
-	title := m.Content.Title
-	if title == "" {
-		title = m.Content.Subject
-	}
-	id, err := p.store.Add(ctx, string(m.Address), m.DeliveryID, m.EventType, title, m.Content.Text)
+	id, err := p.store.Add(ctx, string(m.Address), m.DeliveryID, m.EventType, m.Content.InboxTitle(), m.Content.Text)
 	if err != nil {
 		return notify.Receipt{}, fmt.Errorf("inbox: %w", err)
 	}
-	return notify.Receipt{Provider: "inbox", ProviderMessageID: strconv.FormatInt(id, 10)}, nil
+	return notify.Receipt{Provider: notify.InboxProvider, ProviderMessageID: strconv.FormatInt(id, 10)}, nil
 }

@@ -385,31 +385,39 @@ func setInboxIDs(rs []*groupReq, found map[string]int64) {
 	}
 }
 
-type fanOutArg struct {
-	n    Notification
-	ds   []notify.Delivery
-	msgs map[string][]*message.Message
-}
-
-// fanOutRows gathers the notifications, deliveries and messages of fan-out requests;
-// topics in the order of their first message, so that a topic keeps the order in which
-// the events were handed out.
-func fanOutRows(rs []*groupReq) (ns []NotificationRecord, ds []notify.Delivery, topics []string, byTopic map[string][]*message.Message) {
+// fanOutRows gathers the notifications, deliveries, messages and inbox deliveries of
+// fan-out requests; topics in the order of their first message, so that a topic keeps
+// the order in which the events were handed out.
+func fanOutRows(rs []*groupReq) (ns []NotificationRecord, ds []notify.Delivery, topics []string, byTopic map[string][]*message.Message, ibs []InboxDelivery) {
 	byTopic = map[string][]*message.Message{}
 	for _, r := range rs {
-		a := r.arg.(fanOutArg)
-		if a.n.ID != "" { // a fallback adds a delivery to a recorded notification
-			ns = append(ns, NotificationRecord{Notification: a.n, Deliveries: len(a.ds)})
+		f := r.arg.(FanOut)
+		if f.Notification.ID != "" { // a fallback adds a delivery to a recorded notification
+			ns = append(ns, NotificationRecord{Notification: f.Notification, Deliveries: len(f.Deliveries) + len(f.Inbox)})
 		}
-		ds = append(ds, a.ds...)
-		for topic, ms := range a.msgs {
+		ds = append(ds, f.Deliveries...)
+		ibs = append(ibs, f.Inbox...)
+		for topic, ms := range f.Messages {
 			if _, ok := byTopic[topic]; !ok {
 				topics = append(topics, topic)
 			}
 			byTopic[topic] = append(byTopic[topic], ms...)
 		}
 	}
-	return ns, ds, topics, byTopic
+	return ns, ds, topics, byTopic, ibs
+}
+
+// withInbox returns ds followed by the deliveries of ibs.
+func withInbox(ds []notify.Delivery, ibs []InboxDelivery) []notify.Delivery {
+	if len(ibs) == 0 {
+		return ds
+	}
+	all := make([]notify.Delivery, 0, len(ds)+len(ibs))
+	all = append(all, ds...)
+	for _, ib := range ibs {
+		all = append(all, ib.Delivery)
+	}
+	return all
 }
 
 // fanOutBatch records the notifications and deliveries of many events in one INSERT
@@ -417,14 +425,18 @@ func fanOutRows(rs []*groupReq) (ns []NotificationRecord, ds []notify.Delivery, 
 // a topic keeps the order in which the events were handed out). PostgreSQL: fanOutPG,
 // MySQL: fanOutMySQL.
 func (db *DB) fanOutBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
-	ns, ds, topics, byTopic := fanOutRows(rs)
+	ns, ds, topics, byTopic, ibs := fanOutRows(rs)
 	if err := db.Notifications().Record(ctx, tx, ns); err != nil {
 		return err
 	}
-	ds, err := db.Deliveries().unrecorded(ctx, tx, ds)
+	recorded, err := db.Deliveries().recorded(ctx, tx, withInbox(ds, ibs))
 	if err != nil {
 		return err
 	}
+	if err := db.writeInbox(ctx, tx, recorded.keepInbox(ibs)); err != nil {
+		return err
+	}
+	ds = recorded.keep(ds)
 	// Bound the parameters of one statement (12 per delivery) where the rows share one.
 	for i := 0; i < len(ds); i += 1000 {
 		if err := db.Deliveries().InsertQueued(ctx, tx, ds[i:min(i+1000, len(ds))]); err != nil {

@@ -38,7 +38,7 @@ func (s *Deliveries) InsertQueued(ctx context.Context, tx Execer, ds []notify.De
 		if _, err := tx.ExecContext(ctx, `INSERT INTO herald_deliveries (id, event_id, event_type, channel, lane, recipient_id, address,
 		fallback_of, occurred_at, status, created_at, updated_at) SELECT *, $10, $11::bigint, $11::bigint FROM unnest($1::text[],
 		$2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[])`+s.db.onConflictNothing("id"),
-			queuedArgsPG(ds, t)...); err != nil {
+			deliveryArgsPG(ds, notify.StatusQueued, t)...); err != nil {
 			return fmt.Errorf("inserting deliveries: %w", err)
 		}
 		return nil
@@ -46,11 +46,7 @@ func (s *Deliveries) InsertQueued(ctx context.Context, tx Execer, ds []notify.De
 	if tx, ok := tx.(*sql.Tx); ok && s.db.Dialect == SQLite { // one prepared row at a time (batch.go)
 		err := s.db.execEach(ctx, tx, `INSERT INTO herald_deliveries (id, event_id, event_type, channel, lane, recipient_id, address,
 		status, occurred_at, created_at, updated_at, fallback_of) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`+s.db.onConflictNothing("id"),
-			len(ds), func(i int) []any {
-				d := ds[i]
-				return []any{d.ID, d.EventID, d.EventType, string(d.Channel), string(d.Lane), d.RecipientID,
-					string(d.Address), string(notify.StatusQueued), d.OccurredAt.UnixMicro(), t, t, d.FallbackOf}
-			})
+			len(ds), func(i int) []any { return deliveryRow(ds[i], notify.StatusQueued, t) })
 		if err != nil {
 			return fmt.Errorf("inserting deliveries: %w", err)
 		}
@@ -58,8 +54,7 @@ func (s *Deliveries) InsertQueued(ctx context.Context, tx Execer, ds []notify.De
 	}
 	args := make([]any, 0, len(ds)*12)
 	for _, d := range ds {
-		args = append(args, d.ID, d.EventID, d.EventType, string(d.Channel), string(d.Lane), d.RecipientID,
-			string(d.Address), string(notify.StatusQueued), d.OccurredAt.UnixMicro(), t, t, d.FallbackOf)
+		args = append(args, deliveryRow(d, notify.StatusQueued, t)...)
 	}
 	q := `INSERT INTO herald_deliveries (id, event_id, event_type, channel, lane, recipient_id, address,
 		status, occurred_at, created_at, updated_at, fallback_of) VALUES ` + valueRows(len(ds), 12) + s.db.onConflictNothing("id")
@@ -69,9 +64,17 @@ func (s *Deliveries) InsertQueued(ctx context.Context, tx Execer, ds []notify.De
 	return nil
 }
 
-// queuedArgsPG returns the arguments of PostgreSQL's insert of queued deliveries at
-// time t: a column array each, the status, the time.
-func queuedArgsPG(ds []notify.Delivery, t int64) []any {
+// deliveryRow is d's values in the column order of the SQLite and MySQL inserts (id,
+// event_id, event_type, channel, lane, recipient_id, address, status, occurred_at,
+// created_at, updated_at, fallback_of), with status st at time t.
+func deliveryRow(d notify.Delivery, st notify.Status, t int64) []any {
+	return []any{d.ID, d.EventID, d.EventType, string(d.Channel), string(d.Lane), d.RecipientID,
+		string(d.Address), string(st), d.OccurredAt.UnixMicro(), t, t, d.FallbackOf}
+}
+
+// deliveryArgsPG returns the arguments of PostgreSQL's insert of deliveries with
+// status st at time t: a column array each, the status, the time.
+func deliveryArgsPG(ds []notify.Delivery, st notify.Status, t int64) []any {
 	var c [8][]string
 	occ := make([]int64, len(ds))
 	for i, d := range ds {
@@ -79,28 +82,29 @@ func queuedArgsPG(ds []notify.Delivery, t int64) []any {
 		c[4], c[5], c[6], c[7] = append(c[4], string(d.Lane)), append(c[5], d.RecipientID), append(c[6], string(d.Address)), append(c[7], d.FallbackOf)
 		occ[i] = d.OccurredAt.UnixMicro()
 	}
-	return []any{c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], occ, string(notify.StatusQueued), t}
+	return []any{c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], occ, string(st), t}
 }
 
 // recordedQuery reads recorded deliveries by event (eachRowIn).
 const recordedQuery = `SELECT id, event_id, channel, address FROM herald_deliveries WHERE event_id `
 
-// unrecorded returns ds without the deliveries whose event, channel and address are
-// recorded under another id: ids made before they sorted by time (notify.DeliveryID)
-// differ from the ids a redelivered event gets now, and such a delivery must not be
-// recorded, and sent, twice. A delivery recorded under its own id is kept (the insert
-// ignores it). Read by event id through the event index (eachRowIn); a group holds at
-// most groupMax fan-outs. SQLite and MySQL; on PostgreSQL the insert itself skips them
+// recorded reads which of the events, channels and addresses of ds are recorded under
+// which delivery id, so that recordedSet.keep can leave out the deliveries recorded
+// under another id: ids made before they sorted by time (notify.DeliveryID) differ
+// from the ids a redelivered event gets now, and such a delivery must not be recorded,
+// and sent, twice. A delivery recorded under its own id is kept (the insert ignores
+// it). Read by event id through the event index (eachRowIn); a group holds at most
+// groupMax fan-outs. SQLite and MySQL; on PostgreSQL the insert itself skips them
 // (insertUnrecordedPG).
-func (s *Deliveries) unrecorded(ctx context.Context, tx *sql.Tx, ds []notify.Delivery) ([]notify.Delivery, error) {
-	if len(ds) == 0 {
-		return ds, nil
-	}
+func (s *Deliveries) recorded(ctx context.Context, tx *sql.Tx, ds []notify.Delivery) (recordedSet, error) {
 	recorded := recordedSet{}
+	if len(ds) == 0 {
+		return recorded, nil
+	}
 	if err := s.db.eachRowIn(ctx, tx, recordedQuery, eventIDs(ds), recorded.scan); err != nil {
 		return nil, fmt.Errorf("reading recorded deliveries: %w", err)
 	}
-	return recorded.keep(ds), nil
+	return recorded, nil
 }
 
 // recordedSet holds the ids of recorded deliveries by event, channel and address (rows
@@ -119,19 +123,31 @@ func (m recordedSet) scan(rows rowScanner) error {
 	return nil
 }
 
-// keep returns ds without the deliveries recorded under another id.
-func (m recordedSet) keep(ds []notify.Delivery) []notify.Delivery {
+// keepUnrecorded returns xs without the deliveries recorded under another id;
+// delivery gives each one's delivery.
+func keepUnrecorded[T any](m recordedSet, xs []T, delivery func(*T) *notify.Delivery) []T {
 	if len(m) == 0 {
-		return ds
+		return xs
 	}
-	kept := ds[:0:0]
-	for _, d := range ds {
+	kept := xs[:0:0]
+	for i := range xs {
+		d := delivery(&xs[i])
 		if id, ok := m[recordedTarget{d.EventID, string(d.Channel), string(d.Address)}]; ok && id != d.ID {
 			continue
 		}
-		kept = append(kept, d)
+		kept = append(kept, xs[i])
 	}
 	return kept
+}
+
+// keep returns ds without the deliveries recorded under another id.
+func (m recordedSet) keep(ds []notify.Delivery) []notify.Delivery {
+	return keepUnrecorded(m, ds, func(d *notify.Delivery) *notify.Delivery { return d })
+}
+
+// keepInbox is keep for inbox deliveries.
+func (m recordedSet) keepInbox(ibs []InboxDelivery) []InboxDelivery {
+	return keepUnrecorded(m, ibs, func(ib *InboxDelivery) *notify.Delivery { return &ib.Delivery })
 }
 
 // eventIDs returns the events of ds, each once.

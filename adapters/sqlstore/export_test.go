@@ -73,10 +73,10 @@ func BatchStatements(ctx context.Context, db *DB, sizes []int) ([]int, error) {
 			arg  func(i int) any
 		}{
 			{batchFanOut, func(i int) any {
-				return fanOutArg{n: Notification{ID: id(i), Type: "x", Status: "fanned_out", OccurredAt: time.Now()},
-					ds: []notify.Delivery{{ID: id(i), EventID: id(i), EventType: "x", Channel: notify.ChannelSMS,
+				return FanOut{Notification: Notification{ID: id(i), Type: "x", Status: "fanned_out", OccurredAt: time.Now()},
+					Deliveries: []notify.Delivery{{ID: id(i), EventID: id(i), EventType: "x", Channel: notify.ChannelSMS,
 						Lane: notify.LaneNormal, Address: "+8613800138000", OccurredAt: time.Now()}},
-					msgs: map[string][]*message.Message{topic: {message.NewMessage(id(i), []byte("{}"))}}}
+					Messages: map[string][]*message.Message{topic: {message.NewMessage(id(i), []byte("{}"))}}}
 			}},
 			{batchClaim, func(i int) any { return claimArg{id: id(i), owner: "o", lease: time.Minute} }},
 			{batchSandbox, func(i int) any {
@@ -135,10 +135,10 @@ func CommitGroup(db *DB, writes []GroupWrite) []GroupResult {
 		switch {
 		case w.FanOut != "":
 			topic := DeliveryTopic("sms", notify.LaneNormal)
-			r.kind, r.arg = batchFanOut, fanOutArg{n: Notification{ID: w.FanOut, Type: "x", Status: "fanned_out", OccurredAt: time.Now()},
-				ds: []notify.Delivery{{ID: w.FanOut, EventID: w.FanOut, EventType: "x", Channel: notify.ChannelSMS,
+			r.kind, r.arg = batchFanOut, FanOut{Notification: Notification{ID: w.FanOut, Type: "x", Status: "fanned_out", OccurredAt: time.Now()},
+				Deliveries: []notify.Delivery{{ID: w.FanOut, EventID: w.FanOut, EventType: "x", Channel: notify.ChannelSMS,
 					Lane: notify.LaneNormal, Address: "+8613800138000", OccurredAt: time.Now()}},
-				msgs: map[string][]*message.Message{topic: {message.NewMessage(w.FanOut, []byte("{}"))}}}
+				Messages: map[string][]*message.Message{topic: {message.NewMessage(w.FanOut, []byte("{}"))}}}
 		case w.Sandbox != "":
 			r.kind, r.arg = batchSandbox, SandboxSend{DeliveryID: w.Sandbox, Channel: "sms", Address: "x", AcceptedAt: time.Now()}
 		case w.Exec == "":

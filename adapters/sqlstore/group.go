@@ -182,7 +182,7 @@ func (db *DB) runGroup(ctx context.Context, batch []*groupReq) error {
 		return fmt.Errorf("committing: %w", err)
 	}
 	for _, r := range kinds[batchFanOut] {
-		for topic := range r.arg.(fanOutArg).msgs {
+		for topic := range r.arg.(FanOut).Messages {
 			db.Wake(topic)
 		}
 	}

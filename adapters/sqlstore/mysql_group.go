@@ -95,16 +95,22 @@ func (db *DB) inboxMySQL(g *stmtGroup, rs []*groupReq) {
 // first statements, the rest is added once they are known.
 func (db *DB) fanOutMySQL(g *stmtGroup, rs []*groupReq) error {
 	ctx := context.Background() // the statements are only built here
-	ns, ds, topics, byTopic := fanOutRows(rs)
+	ns, ds, topics, byTopic, ibs := fanOutRows(rs)
 	if err := db.Notifications().Record(ctx, g, ns); err != nil {
 		return err
 	}
 	recorded := recordedSet{}
-	if len(ds) > 0 {
-		events := eventIDs(ds)
+	if all := withInbox(ds, ibs); len(all) > 0 {
+		events := eventIDs(all)
 		g.add(recordedQuery+`IN (`+placeholders(len(events))+`)`, events, recorded.scan)
 	}
 	g.then = func(g *stmtGroup) error {
+		ibs := recorded.keepInbox(ibs)
+		for i := 0; i < len(ibs); i += 500 {
+			if err := db.writeInbox(ctx, g, ibs[i:min(i+500, len(ibs))]); err != nil {
+				return err
+			}
+		}
 		ds := recorded.keep(ds)
 		// Bound the parameters of one statement (12 per delivery).
 		for i := 0; i < len(ds); i += 1000 {

@@ -349,12 +349,18 @@ const insertUnrecordedPG = `INSERT INTO herald_deliveries (id, event_id, event_t
 // fanOutPG records notifications and deliveries and publishes their messages
 // (fanOutBatch).
 func (db *DB) fanOutPG(g *stmtGroup, rs []*groupReq) error {
-	ns, ds, topics, byTopic := fanOutRows(rs)
-	if err := db.Notifications().Record(context.Background(), g, ns); err != nil {
+	ns, ds, topics, byTopic, ibs := fanOutRows(rs)
+	ctx := context.Background() // the statements are only built here
+	if err := db.Notifications().Record(ctx, g, ns); err != nil {
 		return err
 	}
 	for i := 0; i < len(ds); i += 1000 {
-		g.add(insertUnrecordedPG, queuedArgsPG(ds[i:min(i+1000, len(ds))], now()), nil)
+		g.add(insertUnrecordedPG, deliveryArgsPG(ds[i:min(i+1000, len(ds))], notify.StatusQueued, now()), nil)
+	}
+	for i := 0; i < len(ibs); i += 1000 {
+		if err := db.writeInbox(ctx, g, ibs[i:min(i+1000, len(ibs))]); err != nil {
+			return err
+		}
 	}
 	return db.publishStmts(g, topics, byTopic)
 }

@@ -216,7 +216,7 @@ func TestFanOutKeepsDeliveriesRecordedUnderEarlierIDs(t *testing.T) {
 		other := again
 		other.EventID, other.ID = "e-new", notify.DeliveryID("e-new", at, d.Channel, string(d.Address))
 		n := sqlstore.Notification{ID: "e-up", Type: "x", OccurredAt: at, Status: sqlstore.NotificationFannedOut}
-		if err := db.CommitFanOut(ctx, n, []notify.Delivery{again, other}, nil); err != nil {
+		if err := db.CommitFanOut(ctx, sqlstore.FanOut{Notification: n, Deliveries: []notify.Delivery{again, other}}); err != nil {
 			t.Fatal(err)
 		}
 		for event, want := range map[string]string{"e-up": d.ID, "e-new": other.ID} {
