@@ -74,14 +74,15 @@ func anyStrings(xs []any) []string {
 // and its plan is reused, where a VALUES list of n rows is a new statement for each n.
 
 // placeholders returns "?,?,...,?" (n of them).
-func placeholders(n int) string {
-	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
-}
+func placeholders(n int) string { return repeatList("?", n) }
 
 // valueRows returns the rows of a multi-row VALUES list: "(?,?),(?,?)" for 2 rows of 2
 // columns.
-func valueRows(rows, cols int) string {
-	return strings.TrimSuffix(strings.Repeat("("+placeholders(cols)+"),", rows), ",")
+func valueRows(rows, cols int) string { return repeatList("("+placeholders(cols)+")", rows) }
+
+// repeatList returns n copies of item separated by commas.
+func repeatList(item string, n int) string {
+	return strings.TrimSuffix(strings.Repeat(item+",", n), ",")
 }
 
 // sqlQuerier runs queries: a *sql.DB or a *sql.Tx.

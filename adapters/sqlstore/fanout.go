@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -85,7 +84,7 @@ func (db *DB) TopicLag(ctx context.Context, topic, group string) (time.Duration,
 // The inbox deliveries of a fan-out (FanOut.Inbox): the inbox messages first, then the
 // deliveries recorded sent, their provider message id read from the inbox message just
 // written (a probe of its unique delivery index). A delivery recorded under an earlier
-// id (Deliveries.unrecorded) gets neither: PostgreSQL skips it in both statements, the
+// id (Deliveries.recorded) gets neither: PostgreSQL skips it in both statements, the
 // other dialects before building them. An inbox message or a delivery already there is
 // kept, so running a fan-out again adds nothing.
 const (
@@ -144,12 +143,17 @@ func (db *DB) writeInbox(ctx context.Context, x Execer, ibs []InboxDelivery) err
 	sentArgs := func(ib InboxDelivery) []any {
 		return append(deliveryRow(ib.Delivery, notify.StatusSent, t), t, notify.InboxProvider, ib.ID)
 	}
-	sentQ := `INSERT INTO herald_deliveries (` + inboxDeliveryCols + `) VALUES `
+	inboxQ := func(rows int) string {
+		return inboxInsert + `VALUES ` + valueRows(rows, 6) + db.onConflictNothing("delivery_id")
+	}
+	sentQ := func(rows int) string {
+		return `INSERT INTO herald_deliveries (` + inboxDeliveryCols + `) VALUES ` + repeatList(sentRow, rows) + db.onConflictNothing("id")
+	}
 	if tx, ok := x.(*sql.Tx); ok && db.Dialect == SQLite { // one prepared row at a time (batch.go)
-		if err := db.execEach(ctx, tx, inboxInsert+`VALUES (?,?,?,?,?,?)`+db.onConflictNothing("delivery_id"), len(ibs), func(i int) []any { return inboxRow(ibs[i]) }); err != nil {
+		if err := db.execEach(ctx, tx, inboxQ(1), len(ibs), func(i int) []any { return inboxRow(ibs[i]) }); err != nil {
 			return fmt.Errorf("adding inbox messages: %w", err)
 		}
-		if err := db.execEach(ctx, tx, sentQ+sentRow+db.onConflictNothing("id"), len(ibs), func(i int) []any { return sentArgs(ibs[i]) }); err != nil {
+		if err := db.execEach(ctx, tx, sentQ(1), len(ibs), func(i int) []any { return sentArgs(ibs[i]) }); err != nil {
 			return fmt.Errorf("inserting inbox deliveries: %w", err)
 		}
 		return nil
@@ -158,11 +162,10 @@ func (db *DB) writeInbox(ctx context.Context, x Execer, ibs []InboxDelivery) err
 	for _, ib := range ibs {
 		ia, sa = append(ia, inboxRow(ib)...), append(sa, sentArgs(ib)...)
 	}
-	if _, err := x.ExecContext(ctx, inboxInsert+`VALUES `+valueRows(len(ibs), 6)+db.onConflictNothing("delivery_id"), ia...); err != nil {
+	if _, err := x.ExecContext(ctx, inboxQ(len(ibs)), ia...); err != nil {
 		return fmt.Errorf("adding inbox messages: %w", err)
 	}
-	rows := strings.TrimSuffix(strings.Repeat(sentRow+",", len(ibs)), ",")
-	if _, err := x.ExecContext(ctx, sentQ+rows+db.onConflictNothing("id"), sa...); err != nil {
+	if _, err := x.ExecContext(ctx, sentQ(len(ibs)), sa...); err != nil {
 		return fmt.Errorf("inserting inbox deliveries: %w", err)
 	}
 	return nil
