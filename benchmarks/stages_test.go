@@ -241,28 +241,38 @@ func BenchmarkClaimSent(b *testing.B) {
 }
 
 // BenchmarkFanOut is the fan-out of one event (decode, recipient lookup, render three
-// channels, record and publish in one transaction) on SQLite, one event at a time.
+// channels, record and publish in one transaction) on SQLite, one event at a time:
+// with the in-app message queued for its handler like the others, and written to the
+// inbox by the fan-out itself (FanOutConfig.DirectInbox, Herald's default).
 func BenchmarkFanOut(b *testing.B) {
-	svc := openService(b, "sqlite://"+filepath.Join(b.TempDir(), "bench.db"))
-	r, err := templates.New(templates.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	fan, err := handlers.NewFanOut(handlers.FanOutConfig{Directory: svc.DB.Recipients(), Store: svc.DB,
-		Renderer: r, Channels: []notify.Channel{notify.ChannelSMS, notify.ChannelEmail, notify.ChannelInApp},
-		Metrics: metrics.NewSet()}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		i++
-		e := event("f-", i)
-		p, _ := json.Marshal(e)
-		if err := fan.Handle(message.NewMessage(e.ID, p)); err != nil {
-			b.Fatal(err)
+	for _, direct := range []bool{false, true} {
+		name := "inapp=queue"
+		if direct {
+			name = "inapp=direct"
 		}
+		b.Run(name, func(b *testing.B) {
+			svc := openService(b, "sqlite://"+filepath.Join(b.TempDir(), "bench.db"))
+			r, err := templates.New(templates.Config{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			fan, err := handlers.NewFanOut(handlers.FanOutConfig{Directory: svc.DB.Recipients(), Store: svc.DB,
+				Renderer: r, Channels: []notify.Channel{notify.ChannelSMS, notify.ChannelEmail, notify.ChannelInApp},
+				Metrics: metrics.NewSet(), DirectInbox: direct}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				i++
+				e := event("f-", i)
+				p, _ := json.Marshal(e)
+				if err := fan.Handle(message.NewMessage(e.ID, p)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
