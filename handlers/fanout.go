@@ -165,16 +165,17 @@ func (f *FanOut) Handle(msg *message.Message) error {
 		if err != nil {
 			return err
 		}
+		d := notify.Delivery{ID: notify.DeliveryID(e.ID, e.OccurredAt, t.Channel, t.Address), EventID: e.ID,
+			EventType: e.Type, Channel: t.Channel, Lane: lane, RecipientID: r.ID, Address: notify.Address(t.Address),
+			OccurredAt: e.OccurredAt}
 		if t.Channel == notify.ChannelInApp && f.cfg.DirectInbox && expires == nil {
-			fo.Inbox = append(fo.Inbox, sqlstore.InboxDelivery{Title: content.InboxTitle(), Body: content.Text, Delivery: notify.Delivery{
-				ID: notify.DeliveryID(e.ID, e.OccurredAt, t.Channel, t.Address), EventID: e.ID, EventType: e.Type,
-				Channel: t.Channel, Lane: lane, RecipientID: r.ID, Address: notify.Address(t.Address), OccurredAt: e.OccurredAt}})
+			fo.Inbox = append(fo.Inbox, sqlstore.InboxDelivery{Delivery: d, Title: content.InboxTitle(), Body: content.Text})
 			continue
 		}
 		m := notify.Message{
-			DeliveryID: notify.DeliveryID(e.ID, e.OccurredAt, t.Channel, t.Address), EventID: e.ID, EventType: e.Type,
-			Channel: t.Channel, Lane: lane, RecipientID: r.ID, Address: notify.Address(t.Address),
-			Locale: locale, Content: content, OccurredAt: e.OccurredAt, ExpiresAt: expires,
+			DeliveryID: d.ID, EventID: d.EventID, EventType: d.EventType, Channel: d.Channel, Lane: d.Lane,
+			RecipientID: d.RecipientID, Address: d.Address, Locale: locale, Content: content, OccurredAt: d.OccurredAt,
+			ExpiresAt: expires,
 		}
 		// The fallback travels rendered with the message, so the delivery handler can
 		// queue it without the event.
@@ -195,8 +196,7 @@ func (f *FanOut) Handle(msg *message.Message) error {
 		}
 		topic := sqlstore.DeliveryTopic(string(t.Channel), lane)
 		fo.Messages[topic] = append(fo.Messages[topic], wm)
-		fo.Deliveries = append(fo.Deliveries, notify.Delivery{ID: m.DeliveryID, EventID: e.ID, EventType: e.Type, Channel: t.Channel,
-			Lane: lane, RecipientID: r.ID, Address: m.Address, OccurredAt: e.OccurredAt})
+		fo.Deliveries = append(fo.Deliveries, d)
 	}
 	if err := f.cfg.Store.CommitFanOut(ctx, fo); err != nil {
 		return fmt.Errorf("committing fan-out of event %s: %w", e.ID, err)

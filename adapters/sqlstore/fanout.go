@@ -116,16 +116,14 @@ func (db *DB) writeInbox(ctx context.Context, x Execer, ibs []InboxDelivery) err
 	t := now()
 	if db.Dialect == Postgres {
 		var c [6][]string
-		ds := make([]notify.Delivery, len(ibs))
-		for i, ib := range ibs {
+		for _, ib := range ibs {
 			c[0], c[1], c[2] = append(c[0], string(ib.Address)), append(c[1], ib.ID), append(c[2], ib.EventType)
 			c[3], c[4], c[5] = append(c[3], ib.Title), append(c[4], ib.Body), append(c[5], ib.EventID)
-			ds[i] = ib.Delivery
 		}
 		if _, err := x.ExecContext(ctx, inboxFanOutPG, c[0], c[1], c[2], c[3], c[4], c[5], t); err != nil {
 			return fmt.Errorf("adding inbox messages: %w", err)
 		}
-		args := append(deliveryArgsPG(ds, notify.StatusSent, t), notify.InboxProvider)
+		args := append(deliveryArgsPG(withInbox(nil, ibs), notify.StatusSent, t), notify.InboxProvider)
 		if _, err := x.ExecContext(ctx, inboxDeliveriesPG, args...); err != nil {
 			return fmt.Errorf("inserting inbox deliveries: %w", err)
 		}

@@ -23,7 +23,7 @@ import (
 // write read their rows with a SELECT of their own in the same text; each SELECT's rows
 // come back as a result set of their own, in order. One statement depends on an
 // earlier one's result: the fan-out inserts only the deliveries not recorded under
-// other ids (Deliveries.unrecorded), so a group with fan-outs reads those first and
+// other ids (Deliveries.recorded), so a group with fan-outs reads those first and
 // sends the rest, COMMIT included, in a second round trip (stmtGroup.then).
 
 // claimMySQL claims deliveries with one UPDATE per lease (claimBatch) and reads the
