@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -59,6 +60,13 @@ func (p *inProcess) Start(ctx context.Context) error {
 	}
 }
 
+// Ended reads the ended deliveries from the pipeline's metrics.
+func (p *inProcess) Ended(context.Context) (int64, error) {
+	var b bytes.Buffer
+	p.svc.Metrics.WritePrometheus(&b)
+	return loadgen.EndedDeliveries(&b)
+}
+
 func (p *inProcess) Stop() error {
 	if p.cancel == nil {
 		return nil
@@ -92,6 +100,23 @@ func (r running) Start(ctx context.Context) error {
 }
 
 func (running) Stop() error { return nil }
+
+// Ended reads the ended deliveries from the running Herald's /metrics.
+func (r running) Ended(ctx context.Context) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.url+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET %s/metrics: %s", r.url, resp.Status)
+	}
+	return loadgen.EndedDeliveries(resp.Body)
+}
 
 func (c *loadgenCmd) Run() error {
 	tuneGC(os.Getenv, c.Config)

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -238,5 +240,31 @@ func TestLoadgenKeepsUp(t *testing.T) {
 				t.Fatalf("the report does not say %q", want)
 			}
 		})
+	}
+}
+
+// TestRunningHeraldEnded: with --target, loadgen follows the run through the running
+// Herald's /metrics, and an unreadable /metrics is an error (loadgen then asks the
+// database instead).
+func TestRunningHeraldEnded(t *testing.T) {
+	status := http.StatusOK
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		w.WriteHeader(status)
+		fmt.Fprintln(w, `herald_deliveries_total{channel="sms",status="sent"} 7`)
+		fmt.Fprintln(w, `herald_deliveries_total{channel="email",status="failed"} 2`)
+		fmt.Fprintln(w, `herald_deliveries_total{channel="email",status="retrying"} 9`)
+	}))
+	defer srv.Close()
+	n, err := running{url: srv.URL}.Ended(context.Background())
+	if err != nil || n != 9 {
+		t.Fatalf("ended: %d, %v; want 9", n, err)
+	}
+	status = http.StatusInternalServerError
+	if _, err := (running{url: srv.URL}).Ended(context.Background()); err == nil {
+		t.Fatal("a failing /metrics must be an error")
 	}
 }
