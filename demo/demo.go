@@ -184,7 +184,7 @@ func Run(ctx context.Context, svc *service.Service, cfg Config) (Summary, error)
 		Duplicates:      dups,
 		ElapsedSeconds:  round(elapsed.Seconds(), 3),
 		EventsPerSecond: round(float64(cfg.Events)/elapsed.Seconds(), 1),
-		LatencyMs:       loadgen.Percentiles(lat),
+		LatencyMs:       loadgen.Percentiles(lat.All),
 		RunID:           runID,
 		Retries:         sum.Retries,
 		Requeued:        requeued(svc) - requeuedBefore,

@@ -478,26 +478,37 @@ func (s *Deliveries) Summarize(ctx context.Context, prefix string, full bool) (S
 	return sum, nil
 }
 
-// Latencies calls fn with sent_at - occurred_at, in microseconds, of every sent
-// delivery of the events whose id starts with prefix, streaming the rows: a million
-// events' deliveries are never held in memory at once.
-func (s *Deliveries) Latencies(ctx context.Context, prefix string, since time.Time, fn func(us int64)) error {
+// DeliveryLatency is the path of one sent delivery, in microseconds from the event's
+// occurred_at (loadgen's core sets it at the outbox commit): to the fan-out's record of
+// the delivery (created_at), and to the provider's acceptance (sent_at).
+type DeliveryLatency struct {
+	Channel notify.Channel
+	Record  int64
+	Sent    int64
+}
+
+// Latencies calls fn with the latencies of every sent delivery of the events whose id
+// starts with prefix and that occurred at or after since (zero: all), streaming the
+// rows: a million events' deliveries are never held in memory at once.
+func (s *Deliveries) Latencies(ctx context.Context, prefix string, since time.Time, fn func(DeliveryLatency)) error {
 	from := int64(0)
 	if !since.IsZero() {
 		from = since.UnixMicro()
 	}
-	rows, err := s.db.R.QueryContext(ctx, s.db.q(`SELECT sent_at - occurred_at FROM herald_deliveries
+	rows, err := s.db.R.QueryContext(ctx, s.db.q(`SELECT channel, created_at - occurred_at, sent_at - occurred_at FROM herald_deliveries
 		WHERE event_id LIKE ? ESCAPE '!' AND sent_at IS NOT NULL AND occurred_at >= ?`), likePrefix(prefix), from)
 	if err != nil {
 		return fmt.Errorf("reading latencies: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var us int64
-		if err := rows.Scan(&us); err != nil {
+		var l DeliveryLatency
+		var ch string
+		if err := rows.Scan(&ch, &l.Record, &l.Sent); err != nil {
 			return fmt.Errorf("reading latencies: %w", err)
 		}
-		fn(us)
+		l.Channel = notify.Channel(ch)
+		fn(l)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("reading latencies: %w", err)

@@ -157,8 +157,9 @@ func quote(db *sqlstore.DB, table string) string {
 	return `"` + table + `"`
 }
 
-// TestLatenciesSince: the latencies of sent deliveries (sent_at - occurred_at), those
-// of events that occurred before since left out (loadgen's warm-up).
+// TestLatenciesSince: the latencies of sent deliveries (sent_at - occurred_at, and
+// created_at - occurred_at to their record), those of events that occurred before since
+// left out (loadgen's warm-up).
 func TestLatenciesSince(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
@@ -169,9 +170,11 @@ func TestLatenciesSince(t *testing.T) {
 			ds = append(ds, notify.Delivery{ID: fmt.Sprintf("ls-%d", i), EventID: fmt.Sprintf("lat-%d", i), EventType: "x",
 				Channel: notify.ChannelSMS, Lane: notify.LaneNormal, Address: "+8613800138000", OccurredAt: occ})
 		}
+		before := time.Now()
 		if err := db.Deliveries().InsertQueued(ctx, db.W, ds); err != nil {
 			t.Fatal(err)
 		}
+		after := time.Now()
 		for i, d := range ds[:3] { // the last one is never sent
 			if err := db.Deliveries().MarkSent(ctx, d.ID, notify.Receipt{Provider: "p"}, d.OccurredAt.Add(time.Duration(i+1)*time.Millisecond)); err != nil {
 				t.Fatal(err)
@@ -187,7 +190,17 @@ func TestLatenciesSince(t *testing.T) {
 			{t0.Add(25 * time.Second), "[]"},
 		} {
 			var got []int64
-			if err := db.Deliveries().Latencies(ctx, "lat-", c.since, func(us int64) { got = append(got, us) }); err != nil {
+			err := db.Deliveries().Latencies(ctx, "lat-", c.since, func(l sqlstore.DeliveryLatency) {
+				// The record's latency is the delivery's created_at (the insert above)
+				// less its event's time; the i-th delivery was sent i+1 ms after it.
+				occ := ds[l.Sent/1000-1].OccurredAt
+				if l.Channel != notify.ChannelSMS || l.Record < before.Sub(occ).Microseconds()-1 || l.Record > after.Sub(occ).Microseconds()+1 {
+					t.Errorf("latency %+v: want channel sms, recorded %d–%d µs after the event", l,
+						before.Sub(occ).Microseconds(), after.Sub(occ).Microseconds())
+				}
+				got = append(got, l.Sent)
+			})
+			if err != nil {
 				t.Fatal(err)
 			}
 			sort.Slice(got, func(i, j int) bool { return got[i] < got[j] })

@@ -7,6 +7,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/notify"
 )
 
 // Latencies from outbox commit to provider acceptance are recorded in an HDR histogram
@@ -28,12 +29,40 @@ func RecordLatency(h *hdrhistogram.Histogram, us int64) {
 	_ = h.RecordValue(min(max(us, 1), latencyMaxUs)) // in range: cannot fail
 }
 
+// Latencies are a run's latency histograms: every sent delivery's, from the outbox
+// commit to the provider's acceptance (All); the same by channel; and every sent
+// delivery's first hop, from the outbox commit to the fan-out's record of it (Record:
+// the outbox read, the event's decode and render, the fan-out's commit).
+type Latencies struct {
+	All       *hdrhistogram.Histogram
+	ByChannel map[notify.Channel]*hdrhistogram.Histogram
+	Record    *hdrhistogram.Histogram
+}
+
 // ReadLatencies streams the latencies of the deliveries of events whose id starts with
-// prefix, and that occurred at or after since (zero: all), into a new histogram.
-func ReadLatencies(ctx context.Context, db *sqlstore.DB, prefix string, since time.Time) (*hdrhistogram.Histogram, error) {
-	h := NewLatencies()
-	err := db.Deliveries().Latencies(ctx, prefix, since, func(us int64) { RecordLatency(h, us) })
-	return h, err
+// prefix, and that occurred at or after since (zero: all), into new histograms.
+func ReadLatencies(ctx context.Context, db *sqlstore.DB, prefix string, since time.Time) (Latencies, error) {
+	ls := Latencies{All: NewLatencies(), ByChannel: map[notify.Channel]*hdrhistogram.Histogram{}, Record: NewLatencies()}
+	err := db.Deliveries().Latencies(ctx, prefix, since, func(l sqlstore.DeliveryLatency) {
+		RecordLatency(ls.All, l.Sent)
+		RecordLatency(ls.Record, l.Record)
+		h := ls.ByChannel[l.Channel]
+		if h == nil {
+			h = NewLatencies()
+			ls.ByChannel[l.Channel] = h
+		}
+		RecordLatency(h, l.Sent)
+	})
+	return ls, err
+}
+
+// ByChannel summarises each channel's latencies in milliseconds.
+func (ls Latencies) byChannel() map[notify.Channel]Latency {
+	out := make(map[notify.Channel]Latency, len(ls.ByChannel))
+	for ch, h := range ls.ByChannel {
+		out[ch] = Percentiles(h)
+	}
+	return out
 }
 
 // Percentiles summarises a latency histogram in milliseconds.

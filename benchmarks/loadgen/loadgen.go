@@ -21,7 +21,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/HdrHistogram/hdrhistogram-go"
 	"golang.org/x/time/rate"
 
 	"github.com/heraldhq/herald/adapters/sqlstore"
@@ -83,6 +82,13 @@ type Result struct {
 	CommittedPerSecond  float64 `json:"committed_per_second"`
 	DeliveriesPerSecond float64 `json:"deliveries_per_second"`
 	LatencyMs           Latency `json:"latency_ms"`
+	// LatencyByChannelMs splits LatencyMs by channel: SMS and email pass the channel's
+	// topic, a claim, the provider's call and the sent record; an in-app message
+	// written by the fan-out (ADR 0013) is sent at the fan-out's commit.
+	LatencyByChannelMs map[notify.Channel]Latency `json:"latency_ms_by_channel,omitempty"`
+	// RecordLatencyMs is the first hop of every sent delivery: from the outbox commit
+	// to the fan-out's record of the delivery.
+	RecordLatencyMs Latency `json:"record_latency_ms"`
 	// WarmupS is Config.Warmup in seconds, when set.
 	WarmupS                *float64 `json:"warmup_s,omitempty"`
 	Baseline               Baseline `json:"baseline"`
@@ -105,9 +111,9 @@ type Result struct {
 	Transport   string  `json:"transport"`
 	Writers     int     `json:"writers"`
 	// Mix is the share of each event type, in percent.
-	Mix       map[string]float64      `json:"mix"`
-	Series    []Point                 `json:"-"`
-	Latencies *hdrhistogram.Histogram `json:"-"`
+	Mix       map[string]float64 `json:"mix"`
+	Series    []Point            `json:"-"`
+	Latencies Latencies          `json:"-"`
 }
 
 // Point is one second of the run: events committed, and their SMS accepted by the
@@ -283,10 +289,12 @@ func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Res
 	if res.Latencies, err = ReadLatencies(ctx, db, prefix, since); err != nil {
 		return res, err
 	}
-	if cfg.Warmup > 0 && res.Latencies.TotalCount() == 0 && sum.Total > 0 {
+	if cfg.Warmup > 0 && res.Latencies.All.TotalCount() == 0 && sum.Total > 0 {
 		return res, fmt.Errorf("every event was committed within the warm-up of %s: no latency to report (shorten --warmup or run longer)", cfg.Warmup)
 	}
-	res.LatencyMs = Percentiles(res.Latencies)
+	res.LatencyMs = Percentiles(res.Latencies.All)
+	res.LatencyByChannelMs = res.Latencies.byChannel()
+	res.RecordLatencyMs = Percentiles(res.Latencies.Record)
 	if res.Baseline.InsertCommitPerSecond > 0 {
 		res.RatioEventsToInsert = round(res.EventsPerSecond/res.Baseline.InsertCommitPerSecond, 3)
 	}

@@ -25,9 +25,9 @@ func WriteReport(w io.Writer, r Result) error {
 	return reportTmpl.Execute(w, map[string]any{
 		"Verdict":    verdict,
 		"Summary":    string(summary),
-		"Throughput": template.HTML(throughputSVG(r.Series)), //nolint:gosec // built from numbers only
-		"Latency":    template.HTML(latencySVG(r.Latencies)), //nolint:gosec // built from numbers only
-		"Lag":        template.HTML(lagSVG(r.Series)),        //nolint:gosec // built from numbers only
+		"Throughput": template.HTML(throughputSVG(r.Series)),     //nolint:gosec // built from numbers only
+		"Latency":    template.HTML(latencySVG(r.Latencies.All)), //nolint:gosec // built from numbers only
+		"Lag":        template.HTML(lagSVG(r.Series)),            //nolint:gosec // built from numbers only
 		"R":          r,
 	})
 }

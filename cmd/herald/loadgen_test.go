@@ -45,6 +45,22 @@ func TestLoadgenBinary(t *testing.T) {
 		res["warmup_s"].(float64) != 0.001 || res["latency_ms"].(map[string]any)["p50"].(float64) <= 0 {
 		t.Fatalf("summary: %s", out)
 	}
+	// By channel, and the first hop, which every delivery passes before its send.
+	byCh, _ := res["latency_ms_by_channel"].(map[string]any)
+	rec, _ := res["record_latency_ms"].(map[string]any)
+	if len(byCh) != 3 || rec == nil || rec["p50"].(float64) <= 0 {
+		t.Fatalf("latency by channel and to the fan-out's record: %s", out)
+	}
+	// An event's SMS and email are sent after the fan-out's commit, its in-app message
+	// in it.
+	inapp, _ := byCh["inapp"].(map[string]any)
+	for _, ch := range []string{"sms", "email"} {
+		l, _ := byCh[ch].(map[string]any)
+		if l == nil || inapp == nil || l["p50"].(float64) < rec["p50"].(float64) ||
+			l["p50"].(float64) < inapp["p50"].(float64) || l["max"].(float64) < inapp["max"].(float64) {
+			t.Fatalf("%s latency must include the hop to the fan-out's record and end after the in-app message: %s", ch, out)
+		}
+	}
 	html, err := os.ReadFile(report)
 	if err != nil {
 		t.Fatal(err)
