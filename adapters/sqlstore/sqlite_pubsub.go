@@ -70,19 +70,25 @@ func (s SQLiteSchema) InsertQuery(p wsql.InsertQueryParams) (wsql.Query, error) 
 
 // SelectQuery reads the next batch after the consumer group's acked offset.
 func (s SQLiteSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error) {
-	next, err := p.OffsetsAdapter.NextOffsetQuery(wsql.NextOffsetQueryParams{Topic: p.Topic, ConsumerGroup: p.ConsumerGroup})
+	next, batch, err := nextOffset(p, s.SubscribeBatchSize)
 	if err != nil {
 		return wsql.Query{}, err
-	}
-	batch := s.SubscribeBatchSize
-	if batch <= 0 {
-		batch = 100
 	}
 	return wsql.Query{
 		Query: fmt.Sprintf(`SELECT "offset", uuid, payload, metadata FROM "%s" WHERE "offset" > (%s) ORDER BY "offset" LIMIT %d`,
 			TopicTable(p.Topic), next.Query, batch),
 		Args: next.Args,
 	}, nil
+}
+
+// nextOffset is the query of the consumer group's acked offset for a select, and the
+// batch size (default 100).
+func nextOffset(p wsql.SelectQueryParams, batch int) (wsql.Query, int, error) {
+	next, err := p.OffsetsAdapter.NextOffsetQuery(wsql.NextOffsetQueryParams{Topic: p.Topic, ConsumerGroup: p.ConsumerGroup})
+	if batch <= 0 {
+		batch = 100
+	}
+	return next, batch, err
 }
 
 // UnmarshalMessage turns a row into a message.

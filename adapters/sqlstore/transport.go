@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -173,6 +174,25 @@ func (s PostgresSchema) InsertQuery(p wsql.InsertQueryParams) (wsql.Query, error
 
 // RequiresTransaction reports that the schema is created in a transaction, under the lock.
 func (s PostgresSchema) RequiresTransaction() bool { return true }
+
+// SelectQuery reads the batch after the consumer group's offset. watermill-sql asks for
+// the rows after it as "the same transaction and a later offset, or a later
+// transaction", which PostgreSQL answers with a bitmap scan of every row after the
+// offset, sorted to take the batch: each read cost the whole unconsumed backlog (28 ms
+// for a batch of 250 at the head of 21,000 email messages, against 1.2 ms here). As a
+// row comparison the same condition is a range of the primary key: the scan starts at
+// the offset and stops after the batch.
+func (s PostgresSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error) {
+	next, batch, err := nextOffset(p, s.SubscribeBatchSize)
+	if err != nil {
+		return wsql.Query{}, err
+	}
+	return wsql.Query{Query: `WITH last_processed AS (` + next.Query + `)
+		SELECT "offset", transaction_id, uuid, payload, metadata FROM ` + s.MessagesTable(p.Topic) + `
+		WHERE ("transaction_id", "offset") > (SELECT last_processed_transaction_id, offset_acked FROM last_processed)
+			AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+		ORDER BY transaction_id, "offset" LIMIT ` + strconv.Itoa(batch), Args: next.Args}, nil
+}
 
 // NewPublisher returns a publisher that writes topics in their own statements.
 func (db *DB) NewPublisher(logger watermill.LoggerAdapter) (message.Publisher, error) {

@@ -9,7 +9,8 @@ import (
 )
 
 // TestEndedDeliveriesCountsTerminalStatuses reads the ended deliveries from metrics as
-// Herald writes them: terminal statuses of every channel count, attempts do not.
+// Herald writes them, from its set (without evaluating its gauges) and from /metrics:
+// terminal statuses of every channel count, attempts do not.
 func TestEndedDeliveriesCountsTerminalStatuses(t *testing.T) {
 	s := metrics.NewSet()
 	for name, n := range map[string]uint64{
@@ -27,6 +28,11 @@ func TestEndedDeliveriesCountsTerminalStatuses(t *testing.T) {
 		s.GetOrCreateCounter(name).Set(n)
 	}
 	s.GetOrCreateHistogram(`herald_delivery_latency_seconds{channel="sms"}`).Update(0.02)
+	asked := 0
+	s.NewGauge("herald_outbox_lag_seconds", func() float64 { asked++; return 0 }) // a gauge that asks the database
+	if n := EndedDeliveriesIn(s); n != 96 || asked != 0 {
+		t.Fatalf("ended deliveries in the set: %d, want 96; gauges evaluated %d times, want 0", n, asked)
+	}
 	var b bytes.Buffer
 	s.WritePrometheus(&b)
 	n, err := EndedDeliveries(&b)

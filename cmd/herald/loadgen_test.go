@@ -275,12 +275,12 @@ func TestRunningHeraldEnded(t *testing.T) {
 		fmt.Fprintln(w, `herald_deliveries_total{channel="email",status="retrying"} 9`)
 	}))
 	defer srv.Close()
-	n, err := running{url: srv.URL}.Ended(context.Background())
+	n, err := (&running{url: srv.URL}).Ended(context.Background())
 	if err != nil || n != 9 {
 		t.Fatalf("ended: %d, %v; want 9", n, err)
 	}
 	status = http.StatusInternalServerError
-	if _, err := (running{url: srv.URL}).Ended(context.Background()); err == nil {
+	if _, err := (&running{url: srv.URL}).Ended(context.Background()); err == nil {
 		t.Fatal("a failing /metrics must be an error")
 	}
 }
