@@ -181,7 +181,7 @@ func (s PostgresSchema) RequiresTransaction() bool { return true }
 // offset, sorted to take the batch: each read cost the whole unconsumed backlog (28 ms
 // for a batch of 250 at the head of 21,000 email messages, against 1.2 ms here). As a
 // row comparison the same condition is a range of the primary key: the scan starts at
-// the offset and stops after the batch.
+// the offset and stops after the batch (ADR 0014).
 func (s PostgresSchema) SelectQuery(p wsql.SelectQueryParams) (wsql.Query, error) {
 	next, batch, err := nextOffset(p, s.SubscribeBatchSize)
 	if err != nil {
