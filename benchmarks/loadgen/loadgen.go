@@ -343,9 +343,10 @@ func (c endedCount) since(ctx context.Context, herald Pipeline) (int, bool) {
 
 // waitDone waits until every event has been fanned out and every delivery has ended.
 // Herald's own counters (Pipeline.Ended, read every 25 ms) say when to ask the
-// database: once they have counted the phase's deliveries, and at least every two
-// seconds whatever they say (a delivery they miss, a fallback the mix does not plan,
-// another instance on the same database). Asking costs the database more as the run grows:
+// database: once they have counted the phase's deliveries, or have not moved for 300
+// ms (the run's channels are fewer than the mix's, or deliveries end on a path they
+// miss), and at least every two seconds whatever they say (another instance on the
+// same database ends deliveries too). Asking costs the database more as the run grows:
 // the unfinished deliveries' index keeps the entries of their earlier row versions
 // until a vacuum, so a count walks all of them (~100 ms on PostgreSQL after a
 // 40,000-event catch-up). Asked every 100 ms, as before, it took about a sixth of
@@ -354,12 +355,14 @@ func waitDone(ctx context.Context, db *sqlstore.DB, herald Pipeline, base endedC
 	const (
 		every     = 25 * time.Millisecond
 		atMost    = 200 * time.Millisecond // between two questions when the counters say done
+		stillFor  = 300 * time.Millisecond // counters still for this long (over a --target's scrape interval) may be done
 		atLeast   = 2 * time.Second
 		noMetrics = 100 * time.Millisecond
 	)
 	total := mix.deliveries(events)
 	deadline := time.Now().Add(timeout)
-	var asked time.Time
+	var asked, moved time.Time
+	last := -1
 	for {
 		since := time.Since(asked)
 		due := since >= atLeast
@@ -371,7 +374,11 @@ func waitDone(ctx context.Context, db *sqlstore.DB, herald Pipeline, base endedC
 			if progress != nil {
 				progress(min(done, total), total)
 			}
-			due = due || (done >= total && since >= atMost)
+			if done != last {
+				last, moved = done, time.Now()
+			}
+			still := time.Since(moved) >= stillFor
+			due = due || ((done >= total || still) && since >= atMost)
 		}
 		if due {
 			asked = time.Now()
