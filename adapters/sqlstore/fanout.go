@@ -53,26 +53,29 @@ func (db *DB) OutboxLag(ctx context.Context, group string) (time.Duration, error
 }
 
 // TopicLag is the age of the oldest row of topic the consumer group has not consumed
-// (0 when it is up to date).
+// (0 when it is up to date): the first row after the group's position, in the order
+// the subscription reads them. It reads that one row through the topic's key, so a
+// scrape costs the same with a backlog of millions (ADR 0014); the oldest by
+// created_at could differ from it by the time two writers' commits overlap.
 func (db *DB) TopicLag(ctx context.Context, topic, group string) (time.Duration, error) {
 	events, offsets := TopicTable(topic), OffsetsTable(topic)
 	var q string
 	args := []any{group}
 	switch db.Dialect {
 	case Postgres:
-		q = `SELECT COALESCE(EXTRACT(EPOCH FROM (LOCALTIMESTAMP - MIN(e.created_at))) * 1000000, 0)::BIGINT
-			FROM "` + events + `" e, (
-				SELECT offset_acked, last_processed_transaction_id FROM "` + offsets + `" WHERE consumer_group = $1
-				UNION ALL SELECT 0, '0'::xid8 LIMIT 1) o
-			WHERE (e.transaction_id = o.last_processed_transaction_id AND e."offset" > o.offset_acked)
-				OR e.transaction_id > o.last_processed_transaction_id`
+		q = `SELECT COALESCE((SELECT EXTRACT(EPOCH FROM (LOCALTIMESTAMP - e.created_at)) * 1000000 FROM "` + events + `" e
+			WHERE (e.transaction_id, e."offset") > (SELECT last_processed_transaction_id, offset_acked FROM (
+				SELECT last_processed_transaction_id, offset_acked FROM "` + offsets + `" WHERE consumer_group = $1
+				UNION ALL SELECT '0'::xid8, 0 LIMIT 1) o)
+			ORDER BY e.transaction_id, e."offset" LIMIT 1), 0)::BIGINT`
 	case MySQL:
-		q = "SELECT COALESCE(TIMESTAMPDIFF(MICROSECOND, MIN(created_at), NOW(6)), 0) FROM `" + events + "`" +
-			" WHERE `acked` = 0"
+		q = "SELECT COALESCE((SELECT TIMESTAMPDIFF(MICROSECOND, created_at, NOW(6)) FROM `" + events + "`" +
+			" WHERE `acked` = 0 ORDER BY `offset` LIMIT 1), 0)"
 		args = nil // a queue has no consumer groups
 	default:
-		q = `SELECT COALESCE(CAST(unixepoch('subsec') * 1000000 AS INTEGER) - MIN(created_at), 0) FROM "` + events + `"
-			WHERE "offset" > COALESCE((SELECT offset_acked FROM "` + offsets + `" WHERE consumer_group = ?), 0)`
+		q = `SELECT COALESCE((SELECT CAST(unixepoch('subsec') * 1000000 AS INTEGER) - created_at FROM "` + events + `"
+			WHERE "offset" > COALESCE((SELECT offset_acked FROM "` + offsets + `" WHERE consumer_group = ?), 0)
+			ORDER BY "offset" LIMIT 1), 0)`
 	}
 	var us int64
 	if err := db.R.QueryRowContext(ctx, q, args...).Scan(&us); err != nil {
