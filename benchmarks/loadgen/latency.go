@@ -56,7 +56,7 @@ func ReadLatencies(ctx context.Context, db *sqlstore.DB, prefix string, since ti
 	return ls, err
 }
 
-// ByChannel summarises each channel's latencies in milliseconds.
+// byChannel summarises each channel's latencies in milliseconds.
 func (ls Latencies) byChannel() map[notify.Channel]Latency {
 	out := make(map[notify.Channel]Latency, len(ls.ByChannel))
 	for ch, h := range ls.ByChannel {

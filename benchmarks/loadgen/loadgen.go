@@ -367,10 +367,7 @@ func waitDone(ctx context.Context, db *sqlstore.DB, herald Pipeline, base endedC
 		since := time.Since(asked)
 		due := since >= atLeast
 		done, ok := base.since(ctx, herald)
-		switch {
-		case !ok:
-			due = since >= noMetrics
-		default:
+		if ok {
 			if progress != nil {
 				progress(min(done, total), total)
 			}
@@ -379,6 +376,8 @@ func waitDone(ctx context.Context, db *sqlstore.DB, herald Pipeline, base endedC
 			}
 			still := time.Since(moved) >= stillFor
 			due = due || ((done >= total || still) && since >= atMost)
+		} else {
+			due = since >= noMetrics
 		}
 		if due {
 			asked = time.Now()

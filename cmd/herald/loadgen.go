@@ -86,14 +86,23 @@ type running struct {
 	at    time.Time // when
 }
 
-func (r *running) Start(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.url+"/readyz", nil)
+// get asks the running Herald for path.
+func (r *running) get(ctx context.Context, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.url+path, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("--target %s: %w", r.url, err)
+		return nil, fmt.Errorf("--target %s: %w", r.url, err)
+	}
+	return resp, nil
+}
+
+func (r *running) Start(ctx context.Context) error {
+	resp, err := r.get(ctx, "/readyz")
+	if err != nil {
+		return err
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -117,11 +126,7 @@ func (r *running) Ended(ctx context.Context) (int64, error) {
 	if !r.at.IsZero() && time.Since(r.at) < scrapeEvery {
 		return r.ended, nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.url+"/metrics", nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := r.get(ctx, "/metrics")
 	if err != nil {
 		return 0, err
 	}
