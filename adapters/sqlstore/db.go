@@ -56,6 +56,9 @@ type DB struct {
 	tableLeases atomic.Bool
 	leaseTTL    time.Duration
 	getLock     string // the named lock's statement; "" is GET_LOCK (tests change it)
+	// inFlightScan bounds a page of an in-flight status on PostgreSQL (Deliveries.List);
+	// 0 is defaultInFlightScan (tests change it).
+	inFlightScan int
 	// stmts caches the hot path's prepared statements.
 	stmts stmts
 	// group commits the writes of concurrent handlers together (Group) with

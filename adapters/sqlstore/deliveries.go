@@ -257,9 +257,9 @@ func (s *Deliveries) RecordReport(ctx context.Context, provider string, r notify
 	if !r.Delivered {
 		st, reason = notify.StatusUndelivered, truncate(r.Reason)
 	}
-	res, err := s.db.W.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, last_error = ?, updated_at = ?
+	res, err := s.db.W.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, problem = ?, last_error = ?, updated_at = ?
 		WHERE provider = ? AND (id = ? OR (provider_message_id = ? AND provider_message_id <> ''))
-		AND status IN (?, ?, ?)`), string(st), reason, now(), provider, r.Reference, r.MessageID,
+		AND status IN (?, ?, ?)`), string(st), problemOf(st), reason, now(), provider, r.Reference, r.MessageID,
 		string(notify.StatusSent), string(notify.StatusDelivered), string(notify.StatusUndelivered))
 	if err != nil {
 		return false, fmt.Errorf("recording delivery report: %w", err)
@@ -272,15 +272,31 @@ func (s *Deliveries) RecordReport(ctx context.Context, provider string, r notify
 // reason. A delivery already sent keeps its status.
 func (s *Deliveries) MarkEnded(ctx context.Context, id string, st notify.Status, reason string) error {
 	err := s.db.Group(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := s.db.execP(ctx, tx, `UPDATE herald_deliveries SET status = ?, last_error = ?, lease_owner = '',
+		_, err := s.db.execP(ctx, tx, `UPDATE herald_deliveries SET status = ?, problem = ?, last_error = ?, lease_owner = '',
 		lease_until = 0, updated_at = ? WHERE id = ? AND status NOT IN (?, ?)`,
-			string(st), truncate(reason), now(), id, string(notify.StatusSent), string(notify.StatusDelivered))
+			string(st), problemOf(st), truncate(reason), now(), id, string(notify.StatusSent), string(notify.StatusDelivered))
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("marking delivery %s %s: %w", id, st, err)
 	}
 	return nil
+}
+
+// problemStatusList are the statuses of deliveries that ended without reaching their
+// recipient, the ones an operator looks for. A delivery in one of them has it in its
+// problem column as well; every other delivery has "" there. problem is indexed where
+// status is not (PostgreSQL, deliveriesHOT), and no update on the hot path writes it.
+const problemStatusList = `'` + string(notify.StatusFailed) + `', '` + string(notify.StatusExpired) + `', '` +
+	string(notify.StatusPoisoned) + `', '` + string(notify.StatusUndelivered) + `'`
+
+// problemOf is the problem column's value for status st.
+func problemOf(st notify.Status) string {
+	switch st {
+	case notify.StatusFailed, notify.StatusExpired, notify.StatusPoisoned, notify.StatusUndelivered:
+		return string(st)
+	}
+	return ""
 }
 
 func truncate(s string) string {
@@ -359,15 +375,22 @@ var ErrBadCursor = errors.New("invalid cursor")
 
 // List returns a page of deliveries, oldest first, and the cursor of the next page
 // ("" on the last page).
+//
+// On PostgreSQL the in-flight statuses (queued, sending) have no index (deliveriesHOT),
+// so a page of them walks the deliveries in creation order, at most 10,000 of them: a page may then hold fewer deliveries than asked, even none, with a cursor to
+// walk on from.
 func (s *Deliveries) List(ctx context.Context, f DeliveryFilter) ([]notify.Delivery, string, error) {
 	if f.Limit <= 0 {
 		f.Limit = 50
 	}
 	var where []string
 	var args []any
-	if f.Status != "" {
-		where = append(where, "status = ?")
-		args = append(args, string(f.Status))
+	if p := problemOf(f.Status); p != "" {
+		// The literal lets PostgreSQL use its partial index with any plan.
+		where = append(where, "problem <> '' AND problem = ?")
+		args = append(args, p)
+	} else if f.Status != "" {
+		where = append(where, "problem = ''")
 	}
 	if f.Channel != "" {
 		where = append(where, "channel = ?")
@@ -380,6 +403,13 @@ func (s *Deliveries) List(ctx context.Context, f DeliveryFilter) ([]notify.Deliv
 		}
 		where = append(where, "(created_at > ? OR (created_at = ? AND id > ?))")
 		args = append(args, at, at, id)
+	}
+	if s.db.Dialect == Postgres && (f.Status == notify.StatusQueued || f.Status == notify.StatusSending) {
+		return s.listWalk(ctx, f, where, args)
+	}
+	if f.Status != "" {
+		where = append(where, "status = ?")
+		args = append(args, string(f.Status))
 	}
 	q := `SELECT ` + deliveryColumns + ` FROM herald_deliveries`
 	if len(where) > 0 {
@@ -397,6 +427,70 @@ func (s *Deliveries) List(ctx context.Context, f DeliveryFilter) ([]notify.Deliv
 		next = encodeCursor(last.CreatedAt.UnixMicro(), last.ID)
 	}
 	return ds, next, nil
+}
+
+// defaultInFlightScan is how many deliveries a page of an in-flight status reads at
+// most on PostgreSQL.
+const defaultInFlightScan = 10000
+
+// listWalk is List for an in-flight status on PostgreSQL: it reads the next
+// defaultInFlightScan deliveries matching where in creation order and keeps those in status
+// f.Status. When the walk ends before the page is full, the cursor points after the
+// last delivery read.
+func (s *Deliveries) listWalk(ctx context.Context, f DeliveryFilter, where []string, args []any) ([]notify.Delivery, string, error) {
+	scan := s.db.inFlightScan
+	if scan == 0 {
+		scan = defaultInFlightScan
+	}
+	q := `WITH scanned AS (SELECT created_at, id, status FROM herald_deliveries WHERE ` + strings.Join(where, " AND ") +
+		` ORDER BY created_at, id LIMIT ` + strconv.Itoa(scan) + `)
+		SELECT w.created_at, w.id, w.status = ?, (SELECT COUNT(*) FROM scanned) FROM scanned w
+		WHERE w.status = ? OR (w.created_at, w.id) = (SELECT created_at, id FROM scanned ORDER BY created_at DESC, id DESC LIMIT 1)
+		ORDER BY w.created_at, w.id LIMIT ` + strconv.Itoa(f.Limit+2)
+	args = append(args, string(f.Status), string(f.Status))
+	rows, err := s.db.R.QueryContext(ctx, s.db.q(q), args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("listing deliveries: %w", err)
+	}
+	defer rows.Close()
+	type key struct {
+		at int64
+		id string
+	}
+	var hits []key
+	var last key
+	scanned := 0
+	for rows.Next() {
+		var hit bool
+		if err := rows.Scan(&last.at, &last.id, &hit, &scanned); err != nil {
+			return nil, "", fmt.Errorf("listing deliveries: %w", err)
+		}
+		if hit {
+			hits = append(hits, last)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("listing deliveries: %w", err)
+	}
+	next := ""
+	switch {
+	case len(hits) > f.Limit:
+		hits = hits[:f.Limit]
+		next = encodeCursor(hits[f.Limit-1].at, hits[f.Limit-1].id)
+	case scanned == scan:
+		next = encodeCursor(last.at, last.id)
+	}
+	if len(hits) == 0 {
+		return []notify.Delivery{}, next, nil
+	}
+	ids := []any{string(f.Status)}
+	for _, h := range hits {
+		ids = append(ids, h.id)
+	}
+	// A delivery that left the status since the walk read it is left out.
+	ds, err := s.query(ctx, `SELECT `+deliveryColumns+` FROM herald_deliveries WHERE status = ? AND id IN (`+
+		placeholders(len(hits))+`) ORDER BY created_at, id`, ids...)
+	return ds, next, err
 }
 
 func encodeCursor(at int64, id string) string {
@@ -420,8 +514,8 @@ func decodeCursor(c string) (int64, string, error) {
 }
 
 // Pending counts the deliveries of events whose id starts with prefix that have not
-// ended (queued or sending). It reads only unfinished rows (the status index), so it is
-// cheap to poll while a run drains.
+// ended (queued or sending). It reads the status index on MySQL and SQLite, and the
+// prefix's deliveries on PostgreSQL (which has no status index, deliveriesHOT).
 func (s *Deliveries) Pending(ctx context.Context, prefix string) (int, error) {
 	var n int
 	err := s.db.R.QueryRowContext(ctx, s.db.q(`SELECT COUNT(*) FROM herald_deliveries WHERE status IN (?, ?) AND event_id LIKE ? ESCAPE '!'`),

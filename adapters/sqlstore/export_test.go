@@ -249,3 +249,13 @@ var MySQLPruneTx = mysqlPruneTx
 func PruneMySQL(ctx context.Context, tx *sql.Tx, topic string, age time.Duration) (int64, error) {
 	return pruneMySQL(ctx, tx, TopicTable(topic), age.Microseconds())
 }
+
+// ClaimUpdatePG and SentUpdatePG are PostgreSQL's claim and sent statements.
+const (
+	ClaimUpdatePG = claimUpdatePG
+	SentUpdatePG  = sentUpdatePG
+)
+
+// SetInFlightScan sets how many deliveries a page of an in-flight status reads on
+// PostgreSQL.
+func SetInFlightScan(db *DB, n int) { db.inFlightScan = n }

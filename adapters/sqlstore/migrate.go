@@ -2,7 +2,9 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"strings"
 
 	"github.com/heraldhq/herald/notify"
 )
@@ -74,7 +76,8 @@ var schemaSQLite = []string{
 		sent_at INTEGER,
 		lease_owner TEXT NOT NULL DEFAULT '',
 		lease_until INTEGER NOT NULL DEFAULT 0,
-		fallback_of TEXT NOT NULL DEFAULT ''
+		fallback_of TEXT NOT NULL DEFAULT '',
+		problem TEXT NOT NULL DEFAULT ''
 	)`,
 	`CREATE INDEX IF NOT EXISTS herald_deliveries_event ON herald_deliveries (event_id)`,
 	`CREATE INDEX IF NOT EXISTS herald_deliveries_page ON herald_deliveries (created_at, id)`,
@@ -147,10 +150,12 @@ var schemaPostgres = []string{
 		recipient_id TEXT NOT NULL DEFAULT '', address TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
 		last_error TEXT NOT NULL DEFAULT '', provider TEXT NOT NULL DEFAULT '', provider_message_id TEXT NOT NULL DEFAULT '',
 		occurred_at BIGINT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, sent_at BIGINT,
-		lease_owner TEXT NOT NULL DEFAULT '', lease_until BIGINT NOT NULL DEFAULT 0, fallback_of TEXT NOT NULL DEFAULT '')`,
+		lease_owner TEXT NOT NULL DEFAULT '', lease_until BIGINT NOT NULL DEFAULT 0, fallback_of TEXT NOT NULL DEFAULT '',
+		problem TEXT NOT NULL DEFAULT '') WITH (fillfactor = ` + deliveriesFillfactor + `)`,
 	`CREATE INDEX IF NOT EXISTS herald_deliveries_event ON herald_deliveries (event_id text_pattern_ops)`,
 	`CREATE INDEX IF NOT EXISTS herald_deliveries_page ON herald_deliveries (created_at, id)`,
-	`CREATE INDEX IF NOT EXISTS herald_deliveries_status ON herald_deliveries (status, created_at, id)`,
+	// No index of status: see deliveriesHOT. The problem index is made by Migrate, after
+	// the column is added to databases made before it.
 	`CREATE TABLE IF NOT EXISTS herald_inbox (
 		id BIGSERIAL PRIMARY KEY, recipient_id TEXT NOT NULL, delivery_id TEXT NOT NULL UNIQUE, event_type TEXT NOT NULL DEFAULT '',
 		title TEXT NOT NULL DEFAULT '', body TEXT NOT NULL DEFAULT '', created_at BIGINT NOT NULL, read_at BIGINT)`,
@@ -190,7 +195,7 @@ var schemaMySQL = []string{
 		provider VARCHAR(64) NOT NULL DEFAULT '', provider_message_id VARCHAR(255) NOT NULL DEFAULT '',
 		occurred_at BIGINT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, sent_at BIGINT NULL,
 		lease_owner VARCHAR(64) NOT NULL DEFAULT '', lease_until BIGINT NOT NULL DEFAULT 0, fallback_of VARCHAR(64) NOT NULL DEFAULT '',
-		INDEX herald_deliveries_event (event_id), INDEX herald_deliveries_page (created_at, id),
+		problem VARCHAR(16) NOT NULL DEFAULT '', INDEX herald_deliveries_event (event_id), INDEX herald_deliveries_page (created_at, id),
 		INDEX herald_deliveries_status (status, created_at, id)) CHARACTER SET utf8mb4`,
 	`CREATE TABLE IF NOT EXISTS herald_inbox (
 		id BIGINT AUTO_INCREMENT PRIMARY KEY, recipient_id VARCHAR(255) NOT NULL, delivery_id VARCHAR(64) NOT NULL UNIQUE,
@@ -220,11 +225,16 @@ var schemaMySQL = []string{
 
 // addedColumns are columns added to tables after their first release; Migrate adds them
 // to databases created before.
-var addedColumns = []struct{ table, column, sqlite, postgres, mysql string }{
-	{"herald_deliveries", "lease_owner", "TEXT NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''", "VARCHAR(64) NOT NULL DEFAULT ''"},
-	{"herald_deliveries", "lease_until", "INTEGER NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0"},
-	{"herald_deliveries", "fallback_of", "TEXT NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''", "VARCHAR(64) NOT NULL DEFAULT ''"},
-	{"herald_sandbox_sends", "message_id", "TEXT NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''", "VARCHAR(64) NOT NULL DEFAULT ''"},
+var addedColumns = []struct {
+	table, column, sqlite, postgres, mysql string
+	fill                                   string // an UPDATE that gives the rows already there their value
+}{
+	{"herald_deliveries", "lease_owner", "TEXT NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''", "VARCHAR(64) NOT NULL DEFAULT ''", ""},
+	{"herald_deliveries", "lease_until", "INTEGER NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0", "BIGINT NOT NULL DEFAULT 0", ""},
+	{"herald_deliveries", "fallback_of", "TEXT NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''", "VARCHAR(64) NOT NULL DEFAULT ''", ""},
+	{"herald_sandbox_sends", "message_id", "TEXT NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''", "VARCHAR(64) NOT NULL DEFAULT ''", ""},
+	{"herald_deliveries", "problem", "TEXT NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''", "VARCHAR(16) NOT NULL DEFAULT ''",
+		`UPDATE herald_deliveries SET problem = status WHERE status IN (` + problemStatusList + `)`},
 }
 
 func (db *DB) addColumns(ctx context.Context) error {
@@ -239,6 +249,52 @@ func (db *DB) addColumns(ctx context.Context) error {
 		if _, err := db.W.ExecContext(ctx, "ALTER TABLE "+c.table+" ADD COLUMN "+c.column+" "+def); err != nil {
 			return fmt.Errorf("adding %s.%s: %w", c.table, c.column, err)
 		}
+		if c.fill == "" {
+			continue
+		}
+		if _, err := db.W.ExecContext(ctx, c.fill); err != nil {
+			return fmt.Errorf("filling %s.%s: %w", c.table, c.column, err)
+		}
+	}
+	return nil
+}
+
+// deliveriesFillfactor leaves room on each page of herald_deliveries on PostgreSQL for
+// the row versions its updates write (deliveriesHOT).
+const deliveriesFillfactor = "70"
+
+// deliveriesHOT readies herald_deliveries on PostgreSQL for heap-only updates. A delivery
+// row is updated twice on its way (the claim, then the provider's acceptance), and
+// PostgreSQL can write the new row version beside the old one without an entry in
+// every index (a HOT update) only when the update changes no indexed column and the
+// page has room. So no index holds a column the claim or the sent update writes:
+// status has no index of its own, and the statuses an operator looks for (failed,
+// expired, poisoned, undelivered) are listed through problem, which the hot path never
+// writes (ADR 0015). The price: listing the in-flight statuses walks the deliveries in
+// creation order (Deliveries.List bounds the walk). Databases made before lose the status index here.
+func (db *DB) deliveriesHOT(ctx context.Context) error {
+	if db.Dialect != Postgres {
+		return nil
+	}
+	// Partial: the deliveries that ended well, nearly all, cost the index nothing.
+	if _, err := db.W.ExecContext(ctx, `CREATE INDEX IF NOT EXISTS herald_deliveries_problem
+		ON herald_deliveries (problem, created_at, id) WHERE problem <> ''`); err != nil {
+		return fmt.Errorf("indexing herald_deliveries' problems: %w", err)
+	}
+	if _, err := db.W.ExecContext(ctx, `DROP INDEX IF EXISTS herald_deliveries_status`); err != nil {
+		return fmt.Errorf("dropping the status index: %w", err)
+	}
+	var opts sql.NullString
+	if err := db.R.QueryRowContext(ctx, `SELECT array_to_string(reloptions, ',') FROM pg_class
+		WHERE oid = to_regclass('herald_deliveries')`).Scan(&opts); err != nil {
+		return fmt.Errorf("reading herald_deliveries' storage options: %w", err)
+	}
+	if strings.Contains(opts.String, "fillfactor=") {
+		return nil
+	}
+	// New pages keep the room; pages written before fill as they are updated.
+	if _, err := db.W.ExecContext(ctx, `ALTER TABLE herald_deliveries SET (fillfactor = `+deliveriesFillfactor+`)`); err != nil {
+		return fmt.Errorf("setting herald_deliveries' fillfactor: %w", err)
 	}
 	return nil
 }
@@ -253,6 +309,9 @@ func (db *DB) Migrate(ctx context.Context, channels []string) error {
 		}
 	}
 	if err := db.addColumns(ctx); err != nil {
+		return fmt.Errorf("migrating %s: %w", db.Location, err)
+	}
+	if err := db.deliveriesHOT(ctx); err != nil {
 		return fmt.Errorf("migrating %s: %w", db.Location, err)
 	}
 	topics := []string{EventsTopic, CriticalEventsTopic}

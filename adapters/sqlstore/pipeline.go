@@ -278,11 +278,14 @@ func sentPG(g *stmtGroup, rs []*groupReq) {
 		a := r.arg.(sentArg)
 		ids[i], prov[i], pmid[i], at[i] = a.id, a.r.Provider, a.r.ProviderMessageID, a.at.UnixMicro()
 	}
-	g.add(`UPDATE herald_deliveries AS d SET status = $1, provider = v.provider,
-		provider_message_id = v.pmid, sent_at = v.at, last_error = '', lease_owner = '', lease_until = 0, updated_at = $2
-		FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[]) AS v(id, provider, pmid, at) WHERE d.id = v.id`,
-		[]any{string(notify.StatusSent), now(), ids, prov, pmid, at}, nil)
+	g.add(sentUpdatePG, []any{string(notify.StatusSent), now(), ids, prov, pmid, at}, nil)
 }
+
+// sentUpdatePG is sentPG's statement: status, times, ids, providers, provider message
+// ids, sent times.
+const sentUpdatePG = `UPDATE herald_deliveries AS d SET status = $1, provider = v.provider,
+	provider_message_id = v.pmid, sent_at = v.at, last_error = '', lease_owner = '', lease_until = 0, updated_at = $2
+	FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[]) AS v(id, provider, pmid, at) WHERE d.id = v.id`
 
 // sandboxPG records sandbox sends in one INSERT (sandboxBatch).
 func sandboxPG(g *stmtGroup, rs []*groupReq) {

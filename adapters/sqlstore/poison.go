@@ -152,7 +152,7 @@ func (s *Poison) Replay(ctx context.Context, id int64) (PoisonEntry, error) {
 			return ErrNotFound // replayed concurrently
 		}
 		if did := md["delivery_id"]; did != "" {
-			if _, err := tx.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, updated_at = ? WHERE id = ? AND status = ?`),
+			if _, err := tx.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, problem = '', updated_at = ? WHERE id = ? AND status = ?`),
 				string(notify.StatusQueued), now(), did, string(notify.StatusPoisoned)); err != nil {
 				return err
 			}

@@ -1,0 +1,287 @@
+package sqlstore_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/notify"
+)
+
+// queue records deliveries of event ev, queued, one per address.
+func queue(t *testing.T, db *sqlstore.DB, ev string, addrs ...string) []string {
+	t.Helper()
+	var ds []notify.Delivery
+	var ids []string
+	for _, a := range addrs {
+		id := notify.DeliveryID(ev, time.Now(), notify.ChannelSMS, a)
+		ds = append(ds, notify.Delivery{ID: id, EventID: ev, EventType: "x", Channel: notify.ChannelSMS,
+			Lane: notify.LaneNormal, Address: notify.Address(a), OccurredAt: time.Now()})
+		ids = append(ids, id)
+	}
+	if err := db.Deliveries().InsertQueued(context.Background(), db.W, ds); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// listAll follows List's cursors for status st and returns the ids, and the pages' sizes.
+func listAll(t *testing.T, db *sqlstore.DB, st notify.Status, limit int) (ids []string, pages []int) {
+	t.Helper()
+	cursor := ""
+	for range 1000 {
+		ds, next, err := db.Deliveries().List(context.Background(), sqlstore.DeliveryFilter{Status: st, Cursor: cursor, Limit: limit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) > limit {
+			t.Fatalf("a page of %d deliveries, limit %d", len(ds), limit)
+		}
+		for _, d := range ds {
+			if d.Status != st {
+				t.Fatalf("listing %s: delivery %s is %s", st, d.ID, d.Status)
+			}
+			ids = append(ids, d.ID)
+		}
+		pages = append(pages, len(ds))
+		if next == "" {
+			return ids, pages
+		}
+		cursor = next
+	}
+	t.Fatal("the cursors did not end")
+	return nil, nil
+}
+
+// Every way a delivery's status changes keeps the problem column in step, and the
+// listing by status finds each delivery under its status.
+func TestProblemFollowsStatus(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		s := db.Deliveries()
+		ids := queue(t, db, "ev-problem", "+8613800000001", "+8613800000002", "+8613800000003", "+8613800000004",
+			"+8613800000005", "+8613800000006", "+8613800000007")
+		sent, failed, expired, poisoned, undelivered, redelivered, queued := ids[0], ids[1], ids[2], ids[3], ids[4], ids[5], ids[6]
+		for i, id := range []string{sent, undelivered, redelivered} {
+			if c, err := s.Claim(ctx, id, "w", time.Minute); err != nil || c.State != sqlstore.Claimed {
+				t.Fatalf("claim of %s: %+v %v", id, c, err)
+			}
+			r := notify.Receipt{Provider: "gw", ProviderMessageID: fmt.Sprintf("m%d", i)}
+			if err := s.MarkSent(ctx, id, r, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for id, st := range map[string]notify.Status{failed: notify.StatusFailed, expired: notify.StatusExpired, poisoned: notify.StatusPoisoned} {
+			if err := s.MarkEnded(ctx, id, st, "because"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A report by message id, another by reference; then the second is delivered after all.
+		for _, r := range []notify.Report{{MessageID: "m1", Reason: "absent"}, {Reference: redelivered, Reason: "absent"},
+			{Reference: redelivered, Delivered: true}} {
+			if ok, err := s.RecordReport(ctx, "gw", r); err != nil || !ok {
+				t.Fatalf("report %+v: %v %v", r, ok, err)
+			}
+		}
+		want := map[notify.Status][]string{
+			notify.StatusSent: {sent}, notify.StatusFailed: {failed}, notify.StatusExpired: {expired},
+			notify.StatusPoisoned: {poisoned}, notify.StatusUndelivered: {undelivered}, notify.StatusDelivered: {redelivered},
+			notify.StatusQueued: {queued}, notify.StatusSending: nil,
+		}
+		check := func(when string) {
+			t.Helper()
+			rows, err := db.R.QueryContext(ctx, `SELECT status, problem FROM herald_deliveries`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = rows.Close() }()
+			for rows.Next() {
+				var st, problem string
+				if err := rows.Scan(&st, &problem); err != nil {
+					t.Fatal(err)
+				}
+				isProblem := slices.Contains([]notify.Status{notify.StatusFailed, notify.StatusExpired, notify.StatusPoisoned,
+					notify.StatusUndelivered}, notify.Status(st))
+				if (isProblem && problem != st) || (!isProblem && problem != "") {
+					t.Errorf("%s: a %s delivery has problem %q", when, st, problem)
+				}
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			for st, ids := range want {
+				got, _ := listAll(t, db, st, 2)
+				slices.Sort(got)
+				slices.Sort(ids)
+				if !slices.Equal(got, ids) {
+					t.Errorf("%s: listing %s found %v, want %v", when, st, got, ids)
+				}
+			}
+		}
+		check("after the changes")
+
+		// A replay of the poisoned message queues the delivery again.
+		if err := db.Poison().Add(ctx, sqlstore.PoisonEntry{MessageUUID: "u1", Topic: sqlstore.DeliveryTopic("sms", notify.LaneNormal),
+			Reason: "x", Payload: json.RawMessage(`{}`), Metadata: map[string]string{"delivery_id": poisoned}}); err != nil {
+			t.Fatal(err)
+		}
+		es, _, err := db.Poison().List(ctx, "", "", 10)
+		if err != nil || len(es) != 1 {
+			t.Fatalf("poison: %v %v", es, err)
+		}
+		if _, err := db.Poison().Replay(ctx, es[0].ID); err != nil {
+			t.Fatal(err)
+		}
+		want[notify.StatusPoisoned], want[notify.StatusQueued] = nil, []string{queued, poisoned}
+		check("after the replay")
+	})
+}
+
+// On PostgreSQL a page of an in-flight status reads a bounded number of deliveries:
+// pages may come back short, even empty, but following the cursors finds every
+// delivery in the status once.
+func TestListInFlightFollowsCursors(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		sqlstore.SetInFlightScan(db, 7)
+		var addrs []string
+		for i := range 40 {
+			addrs = append(addrs, fmt.Sprintf("+86138%08d", i))
+		}
+		ids := queue(t, db, "ev-walk", addrs...)
+		var wantQueued []string
+		for i, id := range ids {
+			if i%9 == 4 {
+				wantQueued = append(wantQueued, id)
+				continue
+			}
+			if _, err := db.W.ExecContext(ctx, db.Rebind(`UPDATE herald_deliveries SET status = 'sent' WHERE id = ?`), id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		slices.Sort(wantQueued)
+		for _, limit := range []int{1, 2, 50} {
+			got, pages := listAll(t, db, notify.StatusQueued, limit)
+			slices.Sort(got)
+			if !slices.Equal(got, wantQueued) {
+				t.Errorf("limit %d: listed %v, want %v", limit, got, wantQueued)
+			}
+			if db.Dialect == sqlstore.Postgres && limit == 50 && len(pages) < (40+6)/7 {
+				t.Errorf("limit %d: %d pages (%v): the walk was not bounded", limit, len(pages), pages)
+			}
+		}
+	})
+}
+
+// On PostgreSQL the claim and the sent update write no indexed column, and a row's
+// page has room for its new versions: both are heap-only (HOT) updates.
+func TestDeliveryUpdatesAreHeapOnly(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		if db.Dialect != sqlstore.Postgres {
+			t.Skip("HOT updates are PostgreSQL's")
+		}
+		ctx := context.Background()
+		var opts string
+		if err := db.R.QueryRowContext(ctx, `SELECT array_to_string(reloptions, ',') FROM pg_class
+			WHERE oid = 'herald_deliveries'::regclass`).Scan(&opts); err != nil || opts != "fillfactor=70" {
+			t.Fatalf("storage options %q (%v), want fillfactor=70", opts, err)
+		}
+		tx, err := db.W.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = tx.Rollback() }()
+		var ds []notify.Delivery
+		var ids, provs, pmids []string
+		var ats []int64
+		for i := range 5 {
+			a := notify.Address(fmt.Sprintf("+861380000%04d", i))
+			d := notify.Delivery{ID: notify.DeliveryID("ev-hot", time.Now(), notify.ChannelSMS, string(a)), EventID: "ev-hot",
+				EventType: "x", Channel: notify.ChannelSMS, Lane: notify.LaneNormal, Address: a, OccurredAt: time.Now()}
+			ds = append(ds, d)
+			ids, provs, pmids, ats = append(ids, d.ID), append(provs, "gw"), append(pmids, fmt.Sprintf("m%d", i)), append(ats, time.Now().UnixMicro())
+		}
+		if err := db.Deliveries().InsertQueued(ctx, tx, ds); err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now().UnixMicro()
+		res, err := tx.ExecContext(ctx, sqlstore.ClaimUpdatePG, "sending", "w", now+60e6, now, ids, "queued", "sending", now)
+		if n, _ := res.RowsAffected(); err != nil || n != 5 {
+			t.Fatalf("claim: %d rows, %v", n, err)
+		}
+		res, err = tx.ExecContext(ctx, sqlstore.SentUpdatePG, "sent", now, ids, provs, pmids, ats)
+		if n, _ := res.RowsAffected(); err != nil || n != 5 {
+			t.Fatalf("sent: %d rows, %v", n, err)
+		}
+		var upd, hot int
+		if err := tx.QueryRowContext(ctx, `SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables
+			WHERE relid = 'herald_deliveries'::regclass`).Scan(&upd, &hot); err != nil {
+			t.Fatal(err)
+		}
+		if upd != 10 || hot != 10 {
+			var defs string
+			_ = tx.QueryRowContext(ctx, `SELECT string_agg(indexdef, E'\n') FROM pg_indexes
+				WHERE tablename = 'herald_deliveries' AND schemaname = current_schema()`).Scan(&defs)
+			t.Fatalf("%d of %d updates were HOT, want 10 of 10; indexes:\n%s", hot, upd, defs)
+		}
+	})
+}
+
+// A database made before the problem column: Migrate adds it, gives the deliveries
+// already there their problem, and on PostgreSQL drops the status index and sets the
+// fillfactor. A second Migrate changes nothing.
+func TestMigrateAddsProblem(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		old := []string{`ALTER TABLE herald_deliveries DROP COLUMN problem`}
+		if db.Dialect == sqlstore.Postgres {
+			old = append(old, `CREATE INDEX herald_deliveries_status ON herald_deliveries (status, created_at, id)`,
+				`ALTER TABLE herald_deliveries RESET (fillfactor)`)
+		}
+		for _, q := range old {
+			if _, err := db.W.ExecContext(ctx, q); err != nil {
+				t.Fatal(q, err)
+			}
+		}
+		ids := queue(t, db, "ev-old", "+8613800000001", "+8613800000002", "+8613800000003")
+		for i, st := range []string{"failed", "sent", "undelivered"} {
+			if _, err := db.W.ExecContext(ctx, db.Rebind(`UPDATE herald_deliveries SET status = ? WHERE id = ?`), st, ids[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 2 {
+			if err := db.Migrate(ctx, []string{"sms"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, want := range []string{"failed", "", "undelivered"} {
+			var got string
+			if err := db.R.QueryRowContext(ctx, db.Rebind(`SELECT problem FROM herald_deliveries WHERE id = ?`), ids[i]).Scan(&got); err != nil || got != want {
+				t.Errorf("delivery %d: problem %q (%v), want %q", i, got, err, want)
+			}
+		}
+		if got, _ := listAll(t, db, notify.StatusFailed, 10); !slices.Equal(got, ids[:1]) {
+			t.Errorf("listing failed: %v", got)
+		}
+		if db.Dialect != sqlstore.Postgres {
+			return
+		}
+		var indexes, opts string
+		if err := db.R.QueryRowContext(ctx, `SELECT string_agg(indexname, ',' ORDER BY indexname),
+			(SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = 'herald_deliveries'::regclass)
+			FROM pg_indexes WHERE tablename = 'herald_deliveries' AND schemaname = current_schema()`).Scan(&indexes, &opts); err != nil {
+			t.Fatal(err)
+		}
+		if indexes != "herald_deliveries_event,herald_deliveries_page,herald_deliveries_pkey,herald_deliveries_problem" || opts != "fillfactor=70" {
+			t.Errorf("indexes %s, storage options %q", indexes, opts)
+		}
+	})
+}
