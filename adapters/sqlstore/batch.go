@@ -298,11 +298,16 @@ type sentArg struct {
 // sentPG, MySQL: sentMySQL).
 func (db *DB) sentBatch(ctx context.Context, tx *sql.Tx, rs []*groupReq) error {
 	t := now()
-	return db.execEach(ctx, tx, `UPDATE herald_deliveries SET status = ?, provider = ?, provider_message_id = ?, sent_at = ?,
-		last_error = '', lease_owner = '', lease_until = 0, updated_at = ? WHERE id = ?`, len(rs), func(i int) []any {
-		a := rs[i].arg.(sentArg)
-		return []any{string(notify.StatusSent), a.r.Provider, a.r.ProviderMessageID, a.at.UnixMicro(), t, a.id}
-	})
+	return db.execEach(ctx, tx, sentUpdate, len(rs), func(i int) []any { return rs[i].arg.(sentArg).row(t) })
+}
+
+// sentUpdate marks one delivery sent: sentArg.row's values.
+const sentUpdate = `UPDATE herald_deliveries SET status = ?, provider = ?, provider_message_id = ?, sent_at = ?,
+	last_error = '', lease_owner = '', lease_until = 0, updated_at = ? WHERE id = ?`
+
+// row is sentUpdate's values at time t.
+func (a sentArg) row(t int64) []any {
+	return []any{string(notify.StatusSent), a.r.Provider, a.r.ProviderMessageID, a.at.UnixMicro(), t, a.id}
 }
 
 const (

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -240,9 +241,24 @@ func (s *Deliveries) Release(ctx context.Context, id, owner, reason string, coun
 	return nil
 }
 
-// MarkSent records the provider's acceptance and ends the lease.
+// MarkSent records the provider's acceptance and ends the lease. When the provider
+// may report on the message by its own id (r.Reports), the id is kept for
+// RecordReport, in the same transaction.
 func (s *Deliveries) MarkSent(ctx context.Context, id string, r notify.Receipt, at time.Time) error {
-	err := s.db.submit(ctx, &groupReq{kind: batchSent, arg: sentArg{id: id, r: r, at: at}})
+	a := sentArg{id: id, r: r, at: at}
+	var err error
+	if r.Reports && r.ProviderMessageID != "" {
+		err = s.db.Group(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			if _, err := s.db.execP(ctx, tx, sentUpdate, a.row(now())...); err != nil {
+				return err
+			}
+			_, err := s.db.execP(ctx, tx, `INSERT INTO herald_message_ids (provider, message_id, delivery_id) VALUES (?, ?, ?)`+
+				s.db.onConflictUpdate("provider, message_id", "delivery_id"), r.Provider, r.ProviderMessageID, id)
+			return err
+		})
+	} else {
+		err = s.db.submit(ctx, &groupReq{kind: batchSent, arg: a})
+	}
 	if err != nil {
 		return fmt.Errorf("marking delivery %s sent: %w", id, err)
 	}
@@ -250,22 +266,33 @@ func (s *Deliveries) MarkSent(ctx context.Context, id string, r notify.Receipt, 
 }
 
 // RecordReport applies a provider's delivery report to the delivery it names (by
-// reference = delivery id, or by the provider's message id): sent becomes delivered or
-// undelivered. It returns false when no sent delivery of that provider matches.
+// reference = delivery id, or by the provider's message id, kept by MarkSent): sent
+// becomes delivered or undelivered. It returns false when no sent delivery of that
+// provider matches. Either way it reads one delivery through a key.
 func (s *Deliveries) RecordReport(ctx context.Context, provider string, r notify.Report) (bool, error) {
 	st, reason := notify.StatusDelivered, ""
 	if !r.Delivered {
 		st, reason = notify.StatusUndelivered, truncate(r.Reason)
 	}
-	res, err := s.db.W.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, problem = ?, last_error = ?, updated_at = ?
-		WHERE provider = ? AND (id = ? OR (provider_message_id = ? AND provider_message_id <> ''))
-		AND status IN (?, ?, ?)`), string(st), problemOf(st), reason, now(), provider, r.Reference, r.MessageID,
-		string(notify.StatusSent), string(notify.StatusDelivered), string(notify.StatusUndelivered))
-	if err != nil {
-		return false, fmt.Errorf("recording delivery report: %w", err)
+	update := func(target string, args ...any) (bool, error) {
+		res, err := s.db.W.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, problem = ?, last_error = ?, updated_at = ?
+			WHERE provider = ? AND status IN (?, ?, ?) AND id = `+target), slices.Concat([]any{string(st), problemOf(st), reason, now(),
+			provider, string(notify.StatusSent), string(notify.StatusDelivered), string(notify.StatusUndelivered)}, args)...)
+		if err != nil {
+			return false, fmt.Errorf("recording delivery report: %w", err)
+		}
+		n, err := res.RowsAffected()
+		return n > 0, err
 	}
-	n, err := res.RowsAffected()
-	return n > 0, err
+	if r.Reference != "" {
+		if ok, err := update("?", r.Reference); ok || err != nil || r.MessageID == "" {
+			return ok, err
+		}
+	}
+	if r.MessageID == "" {
+		return false, nil
+	}
+	return update(`(SELECT delivery_id FROM herald_message_ids WHERE provider = ? AND message_id = ?)`, provider, r.MessageID)
 }
 
 // MarkEnded sets a terminal status other than sent (failed, expired, poisoned) with the

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/heraldhq/herald/notify"
 )
@@ -135,6 +136,15 @@ var schemaSQLite = []string{
 		sends INTEGER NOT NULL DEFAULT 0,
 		PRIMARY KEY (addr_key, window_start)
 	)`,
+	// The delivery of each message a provider may report on by its own id alone
+	// (notify.Receipt.Reports): the latest send of a reused id wins.
+	`CREATE TABLE IF NOT EXISTS herald_message_ids (
+		provider TEXT NOT NULL,
+		message_id TEXT NOT NULL,
+		delivery_id TEXT NOT NULL,
+		PRIMARY KEY (provider, message_id)
+	)`,
+	`CREATE INDEX IF NOT EXISTS herald_message_ids_delivery ON herald_message_ids (delivery_id)`,
 }
 
 // schemaPostgres is schemaSQLite for PostgreSQL.
@@ -176,6 +186,9 @@ var schemaPostgres = []string{
 	`CREATE TABLE IF NOT EXISTS herald_recipient_windows (
 		addr_key TEXT NOT NULL, window_start BIGINT NOT NULL, sends INTEGER NOT NULL DEFAULT 0,
 		PRIMARY KEY (addr_key, window_start))`,
+	`CREATE TABLE IF NOT EXISTS herald_message_ids (
+		provider TEXT NOT NULL, message_id TEXT NOT NULL, delivery_id TEXT NOT NULL, PRIMARY KEY (provider, message_id))`,
+	`CREATE INDEX IF NOT EXISTS herald_message_ids_delivery ON herald_message_ids (delivery_id)`,
 }
 
 // schemaMySQL is schemaSQLite for MySQL and MariaDB (InnoDB, utf8mb4; indexes inline
@@ -218,6 +231,9 @@ var schemaMySQL = []string{
 	`CREATE TABLE IF NOT EXISTS herald_recipient_windows (
 		addr_key VARCHAR(64) NOT NULL, window_start BIGINT NOT NULL, sends INT NOT NULL DEFAULT 0,
 		PRIMARY KEY (addr_key, window_start)) CHARACTER SET utf8mb4`,
+	`CREATE TABLE IF NOT EXISTS herald_message_ids (
+		provider VARCHAR(64) NOT NULL, message_id VARCHAR(255) NOT NULL, delivery_id VARCHAR(64) NOT NULL,
+		PRIMARY KEY (provider, message_id), INDEX herald_message_ids_delivery (delivery_id)) CHARACTER SET utf8mb4`,
 	// Subscription leases where the server refuses named locks (Galera; table_lease.go).
 	`CREATE TABLE IF NOT EXISTS herald_leases (
 		name VARCHAR(64) PRIMARY KEY, owner VARCHAR(64) NOT NULL, expires_at BIGINT NOT NULL) CHARACTER SET utf8mb4`,
@@ -303,6 +319,7 @@ func (db *DB) deliveriesHOT(ctx context.Context) error {
 // and the channel topics.
 func (db *DB) Migrate(ctx context.Context, channels []string) error {
 	schema := map[Dialect][]string{SQLite: schemaSQLite, Postgres: schemaPostgres, MySQL: schemaMySQL}[db.Dialect]
+	upgrading := db.tableExists(ctx, "herald_deliveries") && !db.tableExists(ctx, "herald_message_ids")
 	for _, q := range schema {
 		if _, err := db.W.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("migrating %s: %w", db.Location, err)
@@ -313,6 +330,17 @@ func (db *DB) Migrate(ctx context.Context, channels []string) error {
 	}
 	if err := db.deliveriesHOT(ctx); err != nil {
 		return fmt.Errorf("migrating %s: %w", db.Location, err)
+	}
+	if upgrading {
+		// Deliveries sent by an earlier version may still be reported on: the ids of
+		// the last week's that have no report yet. Which providers report is not
+		// recorded, so every provider's are kept.
+		if _, err := db.W.ExecContext(ctx, db.q(`INSERT INTO herald_message_ids (provider, message_id, delivery_id)
+			SELECT provider, provider_message_id, MAX(id) FROM herald_deliveries
+			WHERE status = ? AND provider_message_id <> '' AND sent_at > ? GROUP BY provider, provider_message_id`),
+			string(notify.StatusSent), now()-(7*24*time.Hour).Microseconds()); err != nil {
+			return fmt.Errorf("migrating %s: keeping the provider message ids: %w", db.Location, err)
+		}
 	}
 	topics := []string{EventsTopic, CriticalEventsTopic}
 	for _, ch := range channels {
@@ -334,6 +362,12 @@ func (db *DB) Migrate(ctx context.Context, channels []string) error {
 		return err
 	}
 	return db.ensureIndex(ctx, "herald_idempotency_keys", "herald_idempotency_keys_created", "created_at")
+}
+
+// tableExists reports whether table exists (a SELECT of it fails exactly when not).
+func (db *DB) tableExists(ctx context.Context, table string) bool {
+	var n int
+	return db.R.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+table+" WHERE 1 = 0").Scan(&n) == nil
 }
 
 // ensureIndex creates an index of table on column unless it exists.

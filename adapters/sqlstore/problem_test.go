@@ -71,7 +71,7 @@ func TestProblemFollowsStatus(t *testing.T) {
 			if c, err := s.Claim(ctx, id, "w", time.Minute); err != nil || c.State != sqlstore.Claimed {
 				t.Fatalf("claim of %s: %+v %v", id, c, err)
 			}
-			r := notify.Receipt{Provider: "gw", ProviderMessageID: fmt.Sprintf("m%d", i)}
+			r := notify.Receipt{Provider: "gw", ProviderMessageID: fmt.Sprintf("m%d", i), Reports: true}
 			if err := s.MarkSent(ctx, id, r, time.Now()); err != nil {
 				t.Fatal(err)
 			}
@@ -282,6 +282,87 @@ func TestMigrateAddsProblem(t *testing.T) {
 		}
 		if indexes != "herald_deliveries_event,herald_deliveries_page,herald_deliveries_pkey,herald_deliveries_problem" || opts != "fillfactor=70" {
 			t.Errorf("indexes %s, storage options %q", indexes, opts)
+		}
+	})
+}
+
+// A delivery report names its delivery by reference or by the provider's message id,
+// which MarkSent keeps when the provider reports (Receipt.Reports): a reused id finds
+// its latest send, and another provider's id finds nothing.
+func TestReportsFindTheirDelivery(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		s := db.Deliveries()
+		ids := queue(t, db, "ev-report", "+8613800000001", "+8613800000002", "+8613800000003")
+		receipts := []notify.Receipt{
+			{Provider: "smsc", ProviderMessageID: "M1", Reports: true},
+			{Provider: "smsc", ProviderMessageID: "M1", Reports: true}, // the SMSC reused the id
+			{Provider: "smsc", ProviderMessageID: "M3"},                // a provider that does not report
+		}
+		for i, id := range ids {
+			if c, err := s.Claim(ctx, id, "w", time.Minute); err != nil || c.State != sqlstore.Claimed {
+				t.Fatalf("claim: %+v %v", c, err)
+			}
+			if err := s.MarkSent(ctx, id, receipts[i], time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, c := range []struct {
+			provider string
+			r        notify.Report
+			found    bool
+		}{
+			{"other", notify.Report{MessageID: "M1", Delivered: true}, false},
+			{"smsc", notify.Report{MessageID: "M1", Delivered: true}, true},
+			{"smsc", notify.Report{MessageID: "M3", Delivered: true}, false},
+			{"smsc", notify.Report{Reference: ids[2], Delivered: true}, true},
+			{"smsc", notify.Report{Reference: "dlv-unknown", MessageID: "M1", Reason: "expired"}, true},
+			{"smsc", notify.Report{MessageID: "M9", Delivered: true}, false},
+		} {
+			if found, err := s.RecordReport(ctx, c.provider, c.r); err != nil || found != c.found {
+				t.Errorf("report %s %+v: found %v (%v), want %v", c.provider, c.r, found, err, c.found)
+			}
+		}
+		for i, want := range []notify.Status{notify.StatusSent, notify.StatusUndelivered, notify.StatusDelivered} {
+			if d, err := s.Get(ctx, ids[i]); err != nil || d.Status != want {
+				t.Errorf("delivery %d: %s (%v), want %s", i, d.Status, err, want)
+			}
+		}
+	})
+}
+
+// A database made before the provider message ids were kept: Migrate keeps the ids of
+// the last week's deliveries still waiting for a report, so that their reports find them.
+func TestMigrateKeepsMessageIDs(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		if _, err := db.W.ExecContext(ctx, `DROP TABLE herald_message_ids`); err != nil {
+			t.Fatal(err)
+		}
+		ids := queue(t, db, "ev-before", "+8613800000001", "+8613800000002", "+8613800000003")
+		sentAt := []int64{time.Now().UnixMicro(), time.Now().UnixMicro(), time.Now().Add(-8 * 24 * time.Hour).UnixMicro()}
+		for i, id := range ids {
+			if _, err := db.W.ExecContext(ctx, db.Rebind(`UPDATE herald_deliveries SET status = 'sent', provider = 'smsc',
+				provider_message_id = ?, sent_at = ? WHERE id = ?`), fmt.Sprintf("M%d", i), sentAt[i], id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := db.W.ExecContext(ctx, db.Rebind(`UPDATE herald_deliveries SET status = 'delivered' WHERE id = ?`), ids[1]); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if err := db.Migrate(ctx, []string{"sms"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var kept int
+		if err := db.R.QueryRowContext(ctx, `SELECT COUNT(*) FROM herald_message_ids`).Scan(&kept); err != nil || kept != 1 {
+			t.Fatalf("%d ids kept (%v), want the one sent delivery of the last week", kept, err)
+		}
+		if found, err := db.Deliveries().RecordReport(ctx, "smsc", notify.Report{MessageID: "M0", Delivered: true}); err != nil || !found {
+			t.Fatalf("report of a delivery sent before: found %v (%v)", found, err)
 		}
 	})
 }

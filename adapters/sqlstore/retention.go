@@ -27,8 +27,8 @@ var terminalStatuses = func() string {
 }()
 
 // PruneRecords deletes the records of notifications older than age (by their fan-out
-// time) whose deliveries have all ended: the notification, its deliveries and their
-// sandbox sends, in transactions of at most PruneBatch deliveries or notifications.
+// time) whose deliveries have all ended: the notification, its deliveries, their
+// sandbox sends and provider message ids, in transactions of at most PruneBatch deliveries or notifications.
 // A notification with a delivery still queued, sending or parked is kept whole, however
 // old. Idempotency keys of the send API older than age go too. In-app inbox messages and
 // poisoned messages are never deleted here: they are the customer's and the operators'.
@@ -63,7 +63,10 @@ func (db *DB) PruneRecords(ctx context.Context, age time.Duration) (PrunedRecord
 				}
 				n, _ = res.RowsAffected()
 				p.Deliveries += n
-				return nil
+				// The provider message ids of the deliveries deleted.
+				_, err = tx.ExecContext(ctx, db.q(`DELETE FROM herald_message_ids WHERE delivery_id IN (`+placeholders(len(ids))+`)
+					AND NOT EXISTS (SELECT 1 FROM herald_deliveries d WHERE d.id = herald_message_ids.delivery_id)`), ids...)
+				return err
 			})
 			if err != nil {
 				return p, fmt.Errorf("pruning deliveries: %w", err)

@@ -55,6 +55,10 @@ func TestPruneRecords(t *testing.T) {
 				if _, err := db.Inbox().Add(ctx, "r1", d, "x", "t", "b"); err != nil {
 					t.Fatal(err)
 				}
+				if _, err := db.W.ExecContext(ctx, db.Rebind(`INSERT INTO herald_message_ids (provider, message_id, delivery_id)
+					VALUES ('smsc', ?, ?)`), "m-"+d, d); err != nil {
+					t.Fatal(err)
+				}
 				if _, err := db.W.ExecContext(ctx, db.Rebind(`UPDATE herald_deliveries SET status = ? WHERE id = ?`), string(st), d); err != nil {
 					t.Fatal(err)
 				}
@@ -95,6 +99,14 @@ func TestPruneRecords(t *testing.T) {
 		var inbox int
 		if err := db.R.QueryRowContext(ctx, `SELECT COUNT(*) FROM herald_inbox`).Scan(&inbox); err != nil || inbox != 6 {
 			t.Fatalf("%d inbox messages (%v), want all 6 kept", inbox, err)
+		}
+		var ids int
+		if err := db.R.QueryRowContext(ctx, `SELECT COUNT(*) FROM herald_message_ids m
+			WHERE EXISTS (SELECT 1 FROM herald_deliveries d WHERE d.id = m.delivery_id)`).Scan(&ids); err != nil || ids != 3 {
+			t.Fatalf("%d provider message ids of kept deliveries (%v), want 3", ids, err)
+		}
+		if err := db.R.QueryRowContext(ctx, `SELECT COUNT(*) FROM herald_message_ids`).Scan(&ids); err != nil || ids != 3 {
+			t.Fatalf("%d provider message ids (%v), want the 3 of the kept deliveries", ids, err)
 		}
 		if p, err := db.PruneRecords(ctx, time.Hour); err != nil || p != (sqlstore.PrunedRecords{}) {
 			t.Fatalf("second run pruned %+v (%v), want nothing", p, err)

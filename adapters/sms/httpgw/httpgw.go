@@ -140,7 +140,8 @@ func (p *Provider) Send(ctx context.Context, m notify.Message) (notify.Receipt, 
 	if answer[p.cfg.MessageIDField] == nil {
 		id = ""
 	}
-	return notify.Receipt{Provider: p.cfg.Name, ProviderMessageID: id}, nil
+	// Receipts need a secret (ParseReports).
+	return notify.Receipt{Provider: p.cfg.Name, ProviderMessageID: id, Reports: p.cfg.Secret != "" && id != ""}, nil
 }
 
 // Receipt is a gateway's delivery report.

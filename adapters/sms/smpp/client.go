@@ -335,7 +335,7 @@ func (c *Client) Send(ctx context.Context, m notify.Message) (notify.Receipt, er
 			return notify.Receipt{}, err
 		}
 	}
-	return notify.Receipt{Provider: c.cfg.Name, ProviderMessageID: id}, nil
+	return notify.Receipt{Provider: c.cfg.Name, ProviderMessageID: id, Reports: c.cfg.Reports != nil && id != ""}, nil
 }
 
 func classify(status uint32, part, parts int) error {

@@ -189,7 +189,7 @@ func TestSMPP(t *testing.T) {
 	ctx := context.Background()
 
 	r, err := c.Send(ctx, sms("+8613800138000", "Your card ending 1234 was charged CNY 1,234.56"))
-	if err != nil || r.ProviderMessageID != "M0001" || r.Provider != "smsc1" {
+	if err != nil || r.ProviderMessageID != "M0001" || r.Provider != "smsc1" || !r.Reports {
 		t.Fatalf("send: %+v %v", r, err)
 	}
 	// A long Chinese message: UCS-2, split into parts with a concatenation header.
