@@ -404,8 +404,9 @@ var ErrBadCursor = errors.New("invalid cursor")
 // ("" on the last page).
 //
 // On PostgreSQL the in-flight statuses (queued, sending) have no index (deliveriesHOT),
-// so a page of them walks the deliveries in creation order, at most 10,000 of them: a page may then hold fewer deliveries than asked, even none, with a cursor to
-// walk on from.
+// so a page of them walks the deliveries in creation order, at most 10,000 of them: a
+// page may then hold fewer deliveries than asked, even none, with a cursor to walk on
+// from.
 func (s *Deliveries) List(ctx context.Context, f DeliveryFilter) ([]notify.Delivery, string, error) {
 	if f.Limit <= 0 {
 		f.Limit = 50
@@ -461,9 +462,9 @@ func (s *Deliveries) List(ctx context.Context, f DeliveryFilter) ([]notify.Deliv
 const defaultInFlightScan = 10000
 
 // listWalk is List for an in-flight status on PostgreSQL: it reads the next
-// defaultInFlightScan deliveries matching where in creation order and keeps those in status
-// f.Status. When the walk ends before the page is full, the cursor points after the
-// last delivery read.
+// defaultInFlightScan deliveries matching where, in creation order, and keeps those in
+// status f.Status. When the walk ends before the page is full, the cursor points after
+// the last delivery read.
 func (s *Deliveries) listWalk(ctx context.Context, f DeliveryFilter, where []string, args []any) ([]notify.Delivery, string, error) {
 	scan := s.db.inFlightScan
 	if scan == 0 {

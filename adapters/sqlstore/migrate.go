@@ -287,7 +287,8 @@ const deliveriesFillfactor = "70"
 // status has no index of its own, and the statuses an operator looks for (failed,
 // expired, poisoned, undelivered) are listed through problem, which the hot path never
 // writes (ADR 0015). The price: listing the in-flight statuses walks the deliveries in
-// creation order (Deliveries.List bounds the walk). Databases made before lose the status index here.
+// creation order (Deliveries.List bounds the walk). Databases made before lose the
+// status index here.
 func (db *DB) deliveriesHOT(ctx context.Context) error {
 	if db.Dialect != Postgres {
 		return nil
