@@ -252,9 +252,11 @@ func (s *Deliveries) MarkSent(ctx context.Context, id string, r notify.Receipt, 
 			if _, err := s.db.execP(ctx, tx, sentUpdate, a.row(now())...); err != nil {
 				return err
 			}
-			_, err := s.db.execP(ctx, tx, `INSERT INTO herald_message_ids (provider, message_id, delivery_id) VALUES (?, ?, ?)`+
-				s.db.onConflictUpdate("provider, message_id", "delivery_id"), r.Provider, r.ProviderMessageID, id)
-			return err
+			if _, err := s.db.execP(ctx, tx, `INSERT INTO herald_message_ids (provider, message_id, delivery_id) VALUES (?, ?, ?)`+
+				s.db.onConflictUpdate("provider, message_id", "delivery_id"), r.Provider, r.ProviderMessageID, id); err != nil {
+				return err
+			}
+			return s.applyEarlyReport(ctx, tx, id, r)
 		})
 	} else {
 		err = s.db.submit(ctx, &groupReq{kind: batchSent, arg: a})
@@ -268,7 +270,8 @@ func (s *Deliveries) MarkSent(ctx context.Context, id string, r notify.Receipt, 
 // RecordReport applies a provider's delivery report to the delivery it names (by
 // reference = delivery id, or by the provider's message id, kept by MarkSent): sent
 // becomes delivered or undelivered. It returns false when no sent delivery of that
-// provider matches. Either way it reads one delivery through a key.
+// provider matches; a report by message id is then kept for its send's record
+// (keepEarlyReport). Either way it reads one delivery through a key.
 func (s *Deliveries) RecordReport(ctx context.Context, provider string, r notify.Report) (bool, error) {
 	st, reason := notify.StatusDelivered, ""
 	if !r.Delivered {
@@ -292,7 +295,66 @@ func (s *Deliveries) RecordReport(ctx context.Context, provider string, r notify
 	if r.MessageID == "" {
 		return false, nil
 	}
-	return update(`(SELECT delivery_id FROM herald_message_ids WHERE provider = ? AND message_id = ?)`, provider, r.MessageID)
+	ok, err := update(`(SELECT delivery_id FROM herald_message_ids WHERE provider = ? AND message_id = ?)`, provider, r.MessageID)
+	if ok || err != nil {
+		return ok, err
+	}
+	return false, s.keepEarlyReport(ctx, provider, r)
+}
+
+// earlyReportTTL is how long a report that matched no delivery is kept for its send to
+// be recorded: long enough for a send's record to commit, short against an SMSC reusing
+// the id for another message.
+const earlyReportTTL = 10 * time.Minute
+
+// keepEarlyReport keeps a report by message id that matched no delivery: an SMSC may
+// report a rejection within milliseconds, before the sent record that names the
+// message has committed. MarkSent applies it (applyEarlyReport). Reports older than
+// earlyReportTTL go, matched or not.
+func (s *Deliveries) keepEarlyReport(ctx context.Context, provider string, r notify.Report) error {
+	delivered := 0
+	if r.Delivered {
+		delivered = 1
+	}
+	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.db.q(`DELETE FROM herald_early_reports WHERE received_at < ?`),
+			now()-earlyReportTTL.Microseconds()); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, s.db.q(`INSERT INTO herald_early_reports (provider, message_id, delivered, reason, received_at)
+			VALUES (?, ?, ?, ?, ?)`+s.db.onConflictUpdate("provider, message_id", "delivered", "reason", "received_at")),
+			provider, r.MessageID, delivered, truncate(r.Reason), now())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("keeping an early delivery report: %w", err)
+	}
+	return nil
+}
+
+// applyEarlyReport applies, in the sent record's transaction, a report kept for the
+// message before its send was recorded.
+func (s *Deliveries) applyEarlyReport(ctx context.Context, tx *sql.Tx, id string, r notify.Receipt) error {
+	var delivered int
+	var reason string
+	err := tx.QueryRowContext(ctx, s.db.q(`SELECT delivered, reason FROM herald_early_reports WHERE provider = ? AND message_id = ?
+		AND received_at >= ?`), r.Provider, r.ProviderMessageID, now()-earlyReportTTL.Microseconds()).Scan(&delivered, &reason)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	st := notify.StatusDelivered
+	if delivered == 0 {
+		st = notify.StatusUndelivered
+	}
+	if _, err := tx.ExecContext(ctx, s.db.q(`UPDATE herald_deliveries SET status = ?, problem = ?, last_error = ?, updated_at = ?
+		WHERE id = ?`), string(st), problemOf(st), reason, now(), id); err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, s.db.q(`DELETE FROM herald_early_reports WHERE provider = ? AND message_id = ?`), r.Provider, r.ProviderMessageID)
+	return err
 }
 
 // MarkEnded sets a terminal status other than sent (failed, expired, poisoned) with the

@@ -145,6 +145,16 @@ var schemaSQLite = []string{
 		PRIMARY KEY (provider, message_id)
 	)`,
 	`CREATE INDEX IF NOT EXISTS herald_message_ids_delivery ON herald_message_ids (delivery_id)`,
+	// Reports by message id that came before their send was recorded (RecordReport).
+	`CREATE TABLE IF NOT EXISTS herald_early_reports (
+		provider TEXT NOT NULL,
+		message_id TEXT NOT NULL,
+		delivered INTEGER NOT NULL,
+		reason TEXT NOT NULL DEFAULT '',
+		received_at INTEGER NOT NULL,
+		PRIMARY KEY (provider, message_id)
+	)`,
+	`CREATE INDEX IF NOT EXISTS herald_early_reports_received ON herald_early_reports (received_at)`,
 }
 
 // schemaPostgres is schemaSQLite for PostgreSQL.
@@ -189,6 +199,10 @@ var schemaPostgres = []string{
 	`CREATE TABLE IF NOT EXISTS herald_message_ids (
 		provider TEXT NOT NULL, message_id TEXT NOT NULL, delivery_id TEXT NOT NULL, PRIMARY KEY (provider, message_id))`,
 	`CREATE INDEX IF NOT EXISTS herald_message_ids_delivery ON herald_message_ids (delivery_id)`,
+	`CREATE TABLE IF NOT EXISTS herald_early_reports (
+		provider TEXT NOT NULL, message_id TEXT NOT NULL, delivered INTEGER NOT NULL, reason TEXT NOT NULL DEFAULT '',
+		received_at BIGINT NOT NULL, PRIMARY KEY (provider, message_id))`,
+	`CREATE INDEX IF NOT EXISTS herald_early_reports_received ON herald_early_reports (received_at)`,
 }
 
 // schemaMySQL is schemaSQLite for MySQL and MariaDB (InnoDB, utf8mb4; indexes inline
@@ -234,6 +248,9 @@ var schemaMySQL = []string{
 	`CREATE TABLE IF NOT EXISTS herald_message_ids (
 		provider VARCHAR(64) NOT NULL, message_id VARCHAR(255) NOT NULL, delivery_id VARCHAR(64) NOT NULL,
 		PRIMARY KEY (provider, message_id), INDEX herald_message_ids_delivery (delivery_id)) CHARACTER SET utf8mb4`,
+	`CREATE TABLE IF NOT EXISTS herald_early_reports (
+		provider VARCHAR(64) NOT NULL, message_id VARCHAR(255) NOT NULL, delivered INT NOT NULL, reason TEXT NOT NULL DEFAULT (''),
+		received_at BIGINT NOT NULL, PRIMARY KEY (provider, message_id), INDEX herald_early_reports_received (received_at)) CHARACTER SET utf8mb4`,
 	// Subscription leases where the server refuses named locks (Galera; table_lease.go).
 	`CREATE TABLE IF NOT EXISTS herald_leases (
 		name VARCHAR(64) PRIMARY KEY, owner VARCHAR(64) NOT NULL, expires_at BIGINT NOT NULL) CHARACTER SET utf8mb4`,

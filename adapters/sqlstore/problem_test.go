@@ -366,3 +366,48 @@ func TestMigrateKeepsMessageIDs(t *testing.T) {
 		}
 	})
 }
+
+// A report by message id that comes before the send's record (an SMSC rejecting at
+// once) is kept, and applied when the send is recorded; one older than ten minutes is
+// not.
+func TestEarlyReportWaitsForItsSend(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		s := db.Deliveries()
+		for _, r := range []notify.Report{{MessageID: "E1", Reason: "absent subscriber"}, {MessageID: "E2", Delivered: true},
+			{MessageID: "E3", Reason: "stale"}} {
+			if found, err := s.RecordReport(ctx, "smsc", r); err != nil || found {
+				t.Fatalf("early report %+v: found %v (%v)", r, found, err)
+			}
+		}
+		if _, err := db.W.ExecContext(ctx, db.Rebind(`UPDATE herald_early_reports SET received_at = ? WHERE message_id = 'E3'`),
+			time.Now().Add(-11*time.Minute).UnixMicro()); err != nil {
+			t.Fatal(err)
+		}
+		ids := queue(t, db, "ev-early", "+8613800000001", "+8613800000002", "+8613800000003", "+8613800000004")
+		pmids := []string{"E1", "E2", "E3", "E4"}
+		for i, id := range ids {
+			if c, err := s.Claim(ctx, id, "w", time.Minute); err != nil || c.State != sqlstore.Claimed {
+				t.Fatalf("claim: %+v %v", c, err)
+			}
+			if err := s.MarkSent(ctx, id, notify.Receipt{Provider: "smsc", ProviderMessageID: pmids[i], Reports: true}, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := []notify.Status{notify.StatusUndelivered, notify.StatusDelivered, notify.StatusSent, notify.StatusSent}
+		for i, id := range ids {
+			d, err := s.Get(ctx, id)
+			if err != nil || d.Status != want[i] {
+				t.Errorf("delivery %s: %s (%v), want %s", pmids[i], d.Status, err, want[i])
+			}
+			if i == 0 && d.LastError != "absent subscriber" {
+				t.Errorf("delivery E1: last error %q", d.LastError)
+			}
+		}
+		var left int
+		if err := db.R.QueryRowContext(ctx, `SELECT COUNT(*) FROM herald_early_reports`).Scan(&left); err != nil || left != 1 {
+			t.Errorf("%d early reports left (%v), want the stale one", left, err)
+		}
+	})
+}
