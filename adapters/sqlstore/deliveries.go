@@ -256,7 +256,7 @@ func (s *Deliveries) MarkSent(ctx context.Context, id string, r notify.Receipt, 
 				s.db.onConflictUpdate("provider, message_id", "delivery_id"), r.Provider, r.ProviderMessageID, id); err != nil {
 				return err
 			}
-			return s.applyEarlyReport(ctx, tx, id, r)
+			return s.applyEarlyReport(ctx, tx, id, r, at)
 		})
 	} else {
 		err = s.db.submit(ctx, &groupReq{kind: batchSent, arg: a})
@@ -303,8 +303,8 @@ func (s *Deliveries) RecordReport(ctx context.Context, provider string, r notify
 }
 
 // earlyReportTTL is how long a report that matched no delivery is kept for its send to
-// be recorded: long enough for a send's record to commit, short against an SMSC reusing
-// the id for another message.
+// be recorded. Only a report received after the send (earlyReportSkew) is applied, so
+// an SMSC reusing the id for another message does not inherit it.
 const earlyReportTTL = 10 * time.Minute
 
 // keepEarlyReport keeps a report by message id that matched no delivery: an SMSC may
@@ -332,13 +332,18 @@ func (s *Deliveries) keepEarlyReport(ctx context.Context, provider string, r not
 	return nil
 }
 
+// earlyReportSkew is how long before the provider's acceptance (sent_at) a kept report
+// may have been received and still be about that send: a report cannot come before
+// the message was accepted, but the two times are taken on different goroutines.
+const earlyReportSkew = time.Minute
+
 // applyEarlyReport applies, in the sent record's transaction, a report kept for the
-// message before its send was recorded.
-func (s *Deliveries) applyEarlyReport(ctx context.Context, tx *sql.Tx, id string, r notify.Receipt) error {
+// message accepted at at, before its send was recorded.
+func (s *Deliveries) applyEarlyReport(ctx context.Context, tx *sql.Tx, id string, r notify.Receipt, at time.Time) error {
 	var delivered int
 	var reason string
 	err := tx.QueryRowContext(ctx, s.db.q(`SELECT delivered, reason FROM herald_early_reports WHERE provider = ? AND message_id = ?
-		AND received_at >= ?`), r.Provider, r.ProviderMessageID, now()-earlyReportTTL.Microseconds()).Scan(&delivered, &reason)
+		AND received_at >= ?`), r.Provider, r.ProviderMessageID, at.Add(-earlyReportSkew).UnixMicro()).Scan(&delivered, &reason)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil
 	}

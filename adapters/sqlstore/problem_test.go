@@ -368,23 +368,31 @@ func TestMigrateKeepsMessageIDs(t *testing.T) {
 }
 
 // A report by message id that comes before the send's record (an SMSC rejecting at
-// once) is kept, and applied when the send is recorded; one older than ten minutes is
-// not.
+// once) is kept, and applied when the send is recorded; one received more than a
+// minute before the send is not (an earlier message under a reused id), and one older
+// than ten minutes is deleted.
 func TestEarlyReportWaitsForItsSend(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
 		ctx := context.Background()
 		s := db.Deliveries()
-		for _, r := range []notify.Report{{MessageID: "E1", Reason: "absent subscriber"}, {MessageID: "E2", Delivered: true},
-			{MessageID: "E3", Reason: "stale"}} {
+		report := func(r notify.Report) {
+			t.Helper()
 			if found, err := s.RecordReport(ctx, "smsc", r); err != nil || found {
 				t.Fatalf("early report %+v: found %v (%v)", r, found, err)
 			}
 		}
-		if _, err := db.W.ExecContext(ctx, db.Rebind(`UPDATE herald_early_reports SET received_at = ? WHERE message_id = 'E3'`),
-			time.Now().Add(-11*time.Minute).UnixMicro()); err != nil {
-			t.Fatal(err)
+		for _, r := range []notify.Report{{MessageID: "E1", Reason: "absent subscriber"}, {MessageID: "E2", Delivered: true},
+			{MessageID: "E3", Reason: "stale"}, {MessageID: "E5", Reason: "old"}} {
+			report(r)
 		}
+		for id, age := range map[string]time.Duration{"E3": 2 * time.Minute, "E5": 11 * time.Minute} {
+			if _, err := db.W.ExecContext(ctx, db.Rebind(`UPDATE herald_early_reports SET received_at = ? WHERE message_id = ?`),
+				time.Now().Add(-age).UnixMicro(), id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		report(notify.Report{MessageID: "E6", Delivered: true}) // deletes E5
 		ids := queue(t, db, "ev-early", "+8613800000001", "+8613800000002", "+8613800000003", "+8613800000004")
 		pmids := []string{"E1", "E2", "E3", "E4"}
 		for i, id := range ids {
@@ -405,9 +413,11 @@ func TestEarlyReportWaitsForItsSend(t *testing.T) {
 				t.Errorf("delivery E1: last error %q", d.LastError)
 			}
 		}
-		var left int
-		if err := db.R.QueryRowContext(ctx, `SELECT COUNT(*) FROM herald_early_reports`).Scan(&left); err != nil || left != 1 {
-			t.Errorf("%d early reports left (%v), want the stale one", left, err)
+		var first, last string
+		var n int
+		if err := db.R.QueryRowContext(ctx, `SELECT MIN(message_id), MAX(message_id), COUNT(*) FROM herald_early_reports`).Scan(
+			&first, &last, &n); err != nil || first != "E3" || last != "E6" || n != 2 {
+			t.Errorf("early reports left: %s..%s, %d (%v), want E3 and E6", first, last, n, err)
 		}
 	})
 }
