@@ -272,10 +272,7 @@ var addedColumns = []struct {
 
 func (db *DB) addColumns(ctx context.Context) error {
 	for _, c := range addedColumns {
-		// A SELECT of the column fails exactly when it is missing.
-		var one int
-		err := db.W.QueryRowContext(ctx, "SELECT COUNT("+c.column+") FROM "+c.table+" WHERE 1 = 0").Scan(&one)
-		if err == nil {
+		if db.has(ctx, c.table, c.column) {
 			continue
 		}
 		def := map[Dialect]string{SQLite: c.sqlite, Postgres: c.postgres, MySQL: c.mysql}[db.Dialect]
@@ -337,7 +334,7 @@ func (db *DB) deliveriesHOT(ctx context.Context) error {
 // and the channel topics.
 func (db *DB) Migrate(ctx context.Context, channels []string) error {
 	schema := map[Dialect][]string{SQLite: schemaSQLite, Postgres: schemaPostgres, MySQL: schemaMySQL}[db.Dialect]
-	upgrading := db.tableExists(ctx, "herald_deliveries") && !db.tableExists(ctx, "herald_message_ids")
+	upgrading := db.has(ctx, "herald_deliveries", "*") && !db.has(ctx, "herald_message_ids", "*")
 	for _, q := range schema {
 		if _, err := db.W.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("migrating %s: %w", db.Location, err)
@@ -382,10 +379,11 @@ func (db *DB) Migrate(ctx context.Context, channels []string) error {
 	return db.ensureIndex(ctx, "herald_idempotency_keys", "herald_idempotency_keys_created", "created_at")
 }
 
-// tableExists reports whether table exists (a SELECT of it fails exactly when not).
-func (db *DB) tableExists(ctx context.Context, table string) bool {
+// has reports whether table exists with column ("*": any): a SELECT of it fails
+// exactly when either is missing.
+func (db *DB) has(ctx context.Context, table, column string) bool {
 	var n int
-	return db.R.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+table+" WHERE 1 = 0").Scan(&n) == nil
+	return db.W.QueryRowContext(ctx, "SELECT COUNT("+column+") FROM "+table+" WHERE 1 = 0").Scan(&n) == nil
 }
 
 // ensureIndex creates an index of table on column unless it exists.

@@ -29,6 +29,18 @@ func queue(t *testing.T, db *sqlstore.DB, ev string, addrs ...string) []string {
 	return ids
 }
 
+// send claims delivery id and records its send with receipt r.
+func send(t *testing.T, db *sqlstore.DB, id string, r notify.Receipt) {
+	t.Helper()
+	ctx := context.Background()
+	if c, err := db.Deliveries().Claim(ctx, id, "w", time.Minute); err != nil || c.State != sqlstore.Claimed {
+		t.Fatalf("claim of %s: %+v %v", id, c, err)
+	}
+	if err := db.Deliveries().MarkSent(ctx, id, r, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // listAll follows List's cursors for status st and returns the ids, and the pages' sizes.
 func listAll(t *testing.T, db *sqlstore.DB, st notify.Status, limit int) (ids []string, pages []int) {
 	t.Helper()
@@ -68,13 +80,7 @@ func TestProblemFollowsStatus(t *testing.T) {
 			"+8613800000005", "+8613800000006", "+8613800000007")
 		sent, failed, expired, poisoned, undelivered, redelivered, queued := ids[0], ids[1], ids[2], ids[3], ids[4], ids[5], ids[6]
 		for i, id := range []string{sent, undelivered, redelivered} {
-			if c, err := s.Claim(ctx, id, "w", time.Minute); err != nil || c.State != sqlstore.Claimed {
-				t.Fatalf("claim of %s: %+v %v", id, c, err)
-			}
-			r := notify.Receipt{Provider: "gw", ProviderMessageID: fmt.Sprintf("m%d", i), Reports: true}
-			if err := s.MarkSent(ctx, id, r, time.Now()); err != nil {
-				t.Fatal(err)
-			}
+			send(t, db, id, notify.Receipt{Provider: "gw", ProviderMessageID: fmt.Sprintf("m%d", i), Reports: true})
 		}
 		for id, st := range map[string]notify.Status{failed: notify.StatusFailed, expired: notify.StatusExpired, poisoned: notify.StatusPoisoned} {
 			if err := s.MarkEnded(ctx, id, st, "because"); err != nil {
@@ -183,55 +189,54 @@ func TestListInFlightFollowsCursors(t *testing.T) {
 // page has room for its new versions: both are heap-only (HOT) updates.
 func TestDeliveryUpdatesAreHeapOnly(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
-		if db.Dialect != sqlstore.Postgres {
-			t.Skip("HOT updates are PostgreSQL's")
-		}
-		ctx := context.Background()
-		var opts string
-		if err := db.R.QueryRowContext(ctx, `SELECT array_to_string(reloptions, ',') FROM pg_class
-			WHERE oid = 'herald_deliveries'::regclass`).Scan(&opts); err != nil || opts != "fillfactor=70" {
-			t.Fatalf("storage options %q (%v), want fillfactor=70", opts, err)
-		}
-		tx, err := db.W.BeginTx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = tx.Rollback() }()
-		var ds []notify.Delivery
-		var ids, provs, pmids []string
-		var ats []int64
-		for i := range 5 {
-			a := notify.Address(fmt.Sprintf("+861380000%04d", i))
-			d := notify.Delivery{ID: notify.DeliveryID("ev-hot", time.Now(), notify.ChannelSMS, string(a)), EventID: "ev-hot",
-				EventType: "x", Channel: notify.ChannelSMS, Lane: notify.LaneNormal, Address: a, OccurredAt: time.Now()}
-			ds = append(ds, d)
-			ids, provs, pmids, ats = append(ids, d.ID), append(provs, "gw"), append(pmids, fmt.Sprintf("m%d", i)), append(ats, time.Now().UnixMicro())
-		}
-		if err := db.Deliveries().InsertQueued(ctx, tx, ds); err != nil {
-			t.Fatal(err)
-		}
-		now := time.Now().UnixMicro()
-		res, err := tx.ExecContext(ctx, sqlstore.ClaimUpdatePG, "sending", "w", now+60e6, now, ids, "queued", "sending", now)
-		if n, _ := res.RowsAffected(); err != nil || n != 5 {
-			t.Fatalf("claim: %d rows, %v", n, err)
-		}
-		res, err = tx.ExecContext(ctx, sqlstore.SentUpdatePG, "sent", now, ids, provs, pmids, ats)
-		if n, _ := res.RowsAffected(); err != nil || n != 5 {
-			t.Fatalf("sent: %d rows, %v", n, err)
-		}
-		var upd, hot int
-		if err := tx.QueryRowContext(ctx, `SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables
-			WHERE relid = 'herald_deliveries'::regclass`).Scan(&upd, &hot); err != nil {
-			t.Fatal(err)
-		}
-		if upd != 10 || hot != 10 {
-			var defs string
-			_ = tx.QueryRowContext(ctx, `SELECT string_agg(indexdef, E'\n') FROM pg_indexes
-				WHERE tablename = 'herald_deliveries' AND schemaname = current_schema()`).Scan(&defs)
-			t.Fatalf("%d of %d updates were HOT, want 10 of 10; indexes:\n%s", hot, upd, defs)
-		}
-	})
+	db := openPostgres(t)
+	ctx := context.Background()
+	if err := db.Migrate(ctx, []string{"sms"}); err != nil {
+		t.Fatal(err)
+	}
+	var opts string
+	if err := db.R.QueryRowContext(ctx, `SELECT array_to_string(reloptions, ',') FROM pg_class
+		WHERE oid = 'herald_deliveries'::regclass`).Scan(&opts); err != nil || opts != "fillfactor=70" {
+		t.Fatalf("storage options %q (%v), want fillfactor=70", opts, err)
+	}
+	tx, err := db.W.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var ds []notify.Delivery
+	var ids, provs, pmids []string
+	var ats []int64
+	for i := range 5 {
+		a := notify.Address(fmt.Sprintf("+861380000%04d", i))
+		d := notify.Delivery{ID: notify.DeliveryID("ev-hot", time.Now(), notify.ChannelSMS, string(a)), EventID: "ev-hot",
+			EventType: "x", Channel: notify.ChannelSMS, Lane: notify.LaneNormal, Address: a, OccurredAt: time.Now()}
+		ds = append(ds, d)
+		ids, provs, pmids, ats = append(ids, d.ID), append(provs, "gw"), append(pmids, fmt.Sprintf("m%d", i)), append(ats, time.Now().UnixMicro())
+	}
+	if err := db.Deliveries().InsertQueued(ctx, tx, ds); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMicro()
+	res, err := tx.ExecContext(ctx, sqlstore.ClaimUpdatePG, "sending", "w", now+60e6, now, ids, "queued", "sending", now)
+	if n, _ := res.RowsAffected(); err != nil || n != 5 {
+		t.Fatalf("claim: %d rows, %v", n, err)
+	}
+	res, err = tx.ExecContext(ctx, sqlstore.SentUpdatePG, "sent", now, ids, provs, pmids, ats)
+	if n, _ := res.RowsAffected(); err != nil || n != 5 {
+		t.Fatalf("sent: %d rows, %v", n, err)
+	}
+	var upd, hot int
+	if err := tx.QueryRowContext(ctx, `SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables
+		WHERE relid = 'herald_deliveries'::regclass`).Scan(&upd, &hot); err != nil {
+		t.Fatal(err)
+	}
+	if upd != 10 || hot != 10 {
+		var defs string
+		_ = tx.QueryRowContext(ctx, `SELECT string_agg(indexdef, E'\n') FROM pg_indexes
+			WHERE tablename = 'herald_deliveries' AND schemaname = current_schema()`).Scan(&defs)
+		t.Fatalf("%d of %d updates were HOT, want 10 of 10; indexes:\n%s", hot, upd, defs)
+	}
 }
 
 // A database made before the problem column: Migrate adds it, gives the deliveries
@@ -301,12 +306,7 @@ func TestReportsFindTheirDelivery(t *testing.T) {
 			{Provider: "smsc", ProviderMessageID: "M3"},                // a provider that does not report
 		}
 		for i, id := range ids {
-			if c, err := s.Claim(ctx, id, "w", time.Minute); err != nil || c.State != sqlstore.Claimed {
-				t.Fatalf("claim: %+v %v", c, err)
-			}
-			if err := s.MarkSent(ctx, id, receipts[i], time.Now()); err != nil {
-				t.Fatal(err)
-			}
+			send(t, db, id, receipts[i])
 		}
 		for _, c := range []struct {
 			provider string
@@ -396,12 +396,7 @@ func TestEarlyReportWaitsForItsSend(t *testing.T) {
 		ids := queue(t, db, "ev-early", "+8613800000001", "+8613800000002", "+8613800000003", "+8613800000004")
 		pmids := []string{"E1", "E2", "E3", "E4"}
 		for i, id := range ids {
-			if c, err := s.Claim(ctx, id, "w", time.Minute); err != nil || c.State != sqlstore.Claimed {
-				t.Fatalf("claim: %+v %v", c, err)
-			}
-			if err := s.MarkSent(ctx, id, notify.Receipt{Provider: "smsc", ProviderMessageID: pmids[i], Reports: true}, time.Now()); err != nil {
-				t.Fatal(err)
-			}
+			send(t, db, id, notify.Receipt{Provider: "smsc", ProviderMessageID: pmids[i], Reports: true})
 		}
 		want := []notify.Status{notify.StatusUndelivered, notify.StatusDelivered, notify.StatusSent, notify.StatusSent}
 		for i, id := range ids {
