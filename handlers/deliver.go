@@ -2,7 +2,6 @@ package handlers
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/internal/jsonx"
 	"github.com/heraldhq/herald/notify"
 )
 
@@ -186,7 +186,7 @@ func (d *Deliver) recordedID(ctx context.Context, m notify.Message, what string)
 //     delivery and queues the recipient's fallback channel, if any.
 func (d *Deliver) Handle(msg *message.Message) error {
 	var m notify.Message
-	if err := json.Unmarshal(msg.Payload, &m); err != nil {
+	if err := jsonx.Unmarshal(msg.Payload, &m); err != nil {
 		return notify.Poison(fmt.Errorf("decoding %s message: %w", d.cfg.Channel, err))
 	}
 	if m.DeliveryID == "" || m.Address == "" {

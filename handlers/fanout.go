@@ -5,7 +5,6 @@ package handlers
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/heraldhq/herald/adapters/sqlstore"
+	"github.com/heraldhq/herald/internal/jsonx"
 	"github.com/heraldhq/herald/notify"
 	"github.com/heraldhq/herald/templates"
 )
@@ -215,7 +215,7 @@ func (f *FanOut) Handle(msg *message.Message) error {
 
 // EncodeMessage is the Watermill message carrying m on its channel's topic.
 func EncodeMessage(m notify.Message) (*message.Message, error) {
-	payload, err := json.Marshal(m)
+	payload, err := jsonx.Marshal(m)
 	if err != nil {
 		return nil, notify.Poison(fmt.Errorf("encoding message: %w", err))
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/shopspring/decimal"
+
+	"github.com/heraldhq/herald/internal/jsonx"
 )
 
 // Event types Herald knows templates for. Other types are accepted when they carry
@@ -74,11 +76,11 @@ type eventAlias Event
 // UnmarshalJSON decodes an event and keeps unknown fields.
 func (e *Event) UnmarshalJSON(b []byte) error {
 	var a eventAlias
-	if err := json.Unmarshal(b, &a); err != nil {
+	if err := jsonx.Unmarshal(b, &a); err != nil {
 		return err
 	}
 	all := make(map[string]json.RawMessage, len(knownFields))
-	if err := json.Unmarshal(b, &all); err != nil {
+	if err := jsonx.Unmarshal(b, &all); err != nil {
 		return err
 	}
 	*e = Event(a)
@@ -97,7 +99,7 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 		}
 		e.raw[k] = v
 		var x any
-		if err := json.Unmarshal(v, &x); err == nil {
+		if err := jsonx.Unmarshal(v, &x); err == nil {
 			e.Extra[k] = x
 		}
 	}

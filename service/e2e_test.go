@@ -317,6 +317,31 @@ func TestMalformedEventIsPoisonedAndPipelineContinues(t *testing.T) {
 	})
 }
 
+// TestOutboxRowWithBadMetadataIsDelivered writes, with plain SQL, an outbox row whose
+// metadata is JSON but not an object of strings (the table takes it: docs/outbox.md
+// asks for strings): the event is still delivered from its payload, and the events
+// after it too; such a row stopped PostgreSQL's outbox, read again and again.
+func TestOutboxRowWithBadMetadataIsDelivered(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, svc *service.Service) {
+		putRecipient(t, svc, notify.Recipient{ID: "cust-1", Contacts: notify.Contacts{Phone: "+8613800138000"}})
+		payload, err := json.Marshal(posted("evt-bad-metadata", "cust-1", "12.50"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := svc.DB.W.ExecContext(context.Background(), svc.DB.Rebind(`INSERT INTO herald_events (uuid, payload, metadata) VALUES (?, ?, ?)`),
+			"evt-bad-metadata", string(payload), `{"account_id": 6222020200112233, "tags": ["a"]}`); err != nil {
+			t.Fatal(err)
+		}
+		commit(t, svc, false, posted("evt-after", "cust-1", "10"))
+		for _, id := range []string{"evt-bad-metadata", "evt-after"} {
+			if got := channelsOf(terminal(t, svc, id)); got != "inapp:sent,sms:sent" {
+				t.Errorf("%s: %s", id, got)
+			}
+		}
+	})
+}
+
 func TestPreferencesAndThresholdsChooseChannels(t *testing.T) {
 	t.Parallel()
 	eachBackend(t, func(t *testing.T, svc *service.Service) {

@@ -2,12 +2,13 @@ package sqlstore
 
 import (
 	stdsql "database/sql"
-	"encoding/json"
 	"fmt"
 	"strings"
 
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/heraldhq/herald/internal/jsonx"
 )
 
 // MySQLQueueSchema is Herald's watermill-sql schema for MySQL and MariaDB: a queue,
@@ -53,7 +54,7 @@ func (s MySQLQueueSchema) SchemaInitializingQueries(p wsql.SchemaInitializingQue
 func (s MySQLQueueSchema) InsertQuery(p wsql.InsertQueryParams) (wsql.Query, error) {
 	args := make([]any, 0, 3*len(p.Msgs))
 	for _, m := range p.Msgs {
-		md, err := json.Marshal(m.Metadata)
+		md, err := jsonx.Marshal(m.Metadata)
 		if err != nil {
 			return wsql.Query{}, fmt.Errorf("encoding metadata of message %s: %w", m.UUID, err)
 		}
@@ -94,11 +95,7 @@ func (s MySQLQueueSchema) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.
 		return wsql.Row{}, fmt.Errorf("scanning message row: %w", err)
 	}
 	msg := message.NewMessage(string(r.UUID), r.Payload)
-	if len(r.Metadata) > 0 {
-		if err := json.Unmarshal(r.Metadata, &msg.Metadata); err != nil {
-			msg.Metadata = message.Metadata{"herald_metadata_error": err.Error()}
-		}
-	}
+	msg.Metadata = decodeMetadata(r.Metadata)
 	r.Msg = msg
 	return r, nil
 }

@@ -3,13 +3,14 @@ package sqlstore
 import (
 	"context"
 	stdsql "database/sql"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
 
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/heraldhq/herald/internal/jsonx"
 )
 
 // TopicTable is the table that stores a topic's messages: "herald_" followed by the
@@ -59,7 +60,7 @@ func (s SQLiteSchema) InsertQuery(p wsql.InsertQueryParams) (wsql.Query, error) 
 		valueRows(len(p.Msgs), 3)
 	args := make([]any, 0, 3*len(p.Msgs))
 	for _, m := range p.Msgs {
-		md, err := json.Marshal(m.Metadata)
+		md, err := jsonx.Marshal(m.Metadata)
 		if err != nil {
 			return wsql.Query{}, fmt.Errorf("encoding metadata of message %s: %w", m.UUID, err)
 		}
@@ -101,14 +102,8 @@ func (s SQLiteSchema) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row,
 	}
 	r.UUID = []byte(uuid)
 	msg := message.NewMessage(uuid, r.Payload)
-	if md.Valid && md.String != "" {
-		if err := json.Unmarshal([]byte(md.String), &msg.Metadata); err != nil {
-			// A row written by hand with bad metadata must not stop the topic: keep the
-			// payload and say what was wrong.
-			msg.Metadata = message.Metadata{"herald_metadata_error": err.Error()}
-		}
-	}
 	r.Metadata = []byte(md.String)
+	msg.Metadata = decodeMetadata(r.Metadata)
 	r.Msg = msg
 	return r, nil
 }
@@ -232,4 +227,21 @@ func (t *sqliteDeferredTx) Commit() error {
 func (t *sqliteDeferredTx) Rollback() error {
 	t.execs = nil
 	return nil
+}
+
+// decodeMetadata decodes a topic row's metadata. A row written by hand with metadata
+// that is not a JSON object of strings must not stop the topic: the message keeps its
+// payload, and its metadata says what was wrong.
+func decodeMetadata(md []byte) message.Metadata {
+	m := message.Metadata{}
+	if len(md) == 0 {
+		return m
+	}
+	if err := jsonx.Unmarshal(md, &m); err != nil {
+		return message.Metadata{"herald_metadata_error": err.Error()}
+	}
+	if m == nil { // JSON null
+		m = message.Metadata{}
+	}
+	return m
 }

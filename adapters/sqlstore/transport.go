@@ -1,7 +1,6 @@
 package sqlstore
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -9,6 +8,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/heraldhq/herald/internal/jsonx"
 )
 
 // TransportConfig configures SQL topics.
@@ -153,7 +154,7 @@ func (s PostgresSchema) SchemaInitializingQueries(p wsql.SchemaInitializingQueri
 func (s PostgresSchema) InsertQuery(p wsql.InsertQueryParams) (wsql.Query, error) {
 	uuids, payloads, metadata := make([]string, len(p.Msgs)), make([][]byte, len(p.Msgs)), make([]string, len(p.Msgs))
 	for i, m := range p.Msgs {
-		md, err := json.Marshal(m.Metadata)
+		md, err := jsonx.Marshal(m.Metadata)
 		if err != nil {
 			return wsql.Query{}, fmt.Errorf("could not marshal metadata into JSON for message %s: %w", m.UUID, err)
 		}
@@ -170,6 +171,22 @@ func (s PostgresSchema) InsertQuery(p wsql.InsertQueryParams) (wsql.Query, error
 	return wsql.Query{Query: `INSERT INTO ` + s.MessagesTable(p.Topic) + ` (uuid, payload, metadata, transaction_id)
 		SELECT u, p, m, pg_current_xact_id() FROM unnest($1::varchar[], $2::` + s.PayloadColumnType(p.Topic) + `[], $3::json[])
 		WITH ORDINALITY AS v(u, p, m, n) ORDER BY n`, Args: []any{uuids, ps, metadata}}, nil
+}
+
+// UnmarshalMessage turns a row into a message, as watermill-sql's does, except that
+// metadata which is not a JSON object of strings (a core's plain INSERT can write any
+// JSON there) does not stop the topic: the message keeps its payload and says what
+// was wrong, as on SQLite and MySQL.
+func (s PostgresSchema) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Row, error) {
+	var r wsql.Row
+	var xid wsql.XID8
+	if err := p.Row.Scan(&r.Offset, &xid, &r.UUID, &r.Payload, &r.Metadata); err != nil {
+		return wsql.Row{}, fmt.Errorf("scanning message row: %w", err)
+	}
+	r.Msg = message.NewMessage(string(r.UUID), r.Payload)
+	r.Msg.Metadata = decodeMetadata(r.Metadata)
+	r.ExtraData = map[string]any{"transaction_id": xid}
+	return r, nil
 }
 
 // RequiresTransaction reports that the schema is created in a transaction, under the lock.
