@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"gopkg.in/yaml.v3"
 
 	"github.com/heraldhq/herald/adapters/email"
@@ -84,6 +85,23 @@ type ProviderConfig struct {
 type Deps struct {
 	Tokens  push.TokenRemover
 	Reports smpp.ReportSink
+}
+
+// countedReports records the delivery reports an SMPP connection receives and counts
+// them as the receipts endpoint does: herald_delivery_reports_total{matched="true"} for
+// a report that found its delivery, {matched="false"} for one that found none.
+type countedReports struct {
+	sink    smpp.ReportSink
+	metrics *metrics.Set
+}
+
+func (c countedReports) RecordReport(ctx context.Context, provider string, r notify.Report) (bool, error) {
+	found, err := c.sink.RecordReport(ctx, provider, r)
+	if err != nil {
+		return found, err
+	}
+	c.metrics.GetOrCreateCounter(fmt.Sprintf(`herald_delivery_reports_total{matched="%t"}`, found)).Inc()
+	return found, nil
 }
 
 // ProvidersFile is the file --providers names.

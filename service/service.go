@@ -91,7 +91,7 @@ func (s *Service) assemble(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		configured, err = f.Build(ctx, Deps{Tokens: s.DB.Recipients(), Reports: s.DB.Deliveries()})
+		configured, err = f.Build(ctx, Deps{Tokens: s.DB.Recipients(), Reports: countedReports{s.DB.Deliveries(), s.Metrics}})
 		s.closers = append(s.closers, configured.Closers...)
 		if err != nil {
 			return fmt.Errorf("providers file %s:\n%w", cfg.Providers, err)
