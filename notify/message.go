@@ -88,9 +88,10 @@ type Report struct {
 type Receipt struct {
 	Provider          string
 	ProviderMessageID string
-	// Reports is set when the provider may later report on the message naming it by
-	// ProviderMessageID alone (an SMPP delivery receipt, an HTTP gateway's receipt):
-	// Herald then keeps the id for the report to find the delivery by.
+	// Reports is set when the provider may later report on the message (an SMPP
+	// delivery receipt, an HTTP gateway's receipt), naming it by ProviderMessageID
+	// alone or by the delivery id: Herald then keeps the id for the report to find the
+	// delivery by, and applies a report that came before the send was recorded.
 	Reports bool
 }
 

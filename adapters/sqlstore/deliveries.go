@@ -247,14 +247,16 @@ func (s *Deliveries) Release(ctx context.Context, id, owner, reason string, coun
 func (s *Deliveries) MarkSent(ctx context.Context, id string, r notify.Receipt, at time.Time) error {
 	a := sentArg{id: id, r: r, at: at}
 	var err error
-	if r.Reports && r.ProviderMessageID != "" {
+	if r.Reports {
 		err = s.db.Group(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			if _, err := s.db.execP(ctx, tx, sentUpdate, a.row(now())...); err != nil {
 				return err
 			}
-			if _, err := s.db.execP(ctx, tx, `INSERT INTO herald_message_ids (provider, message_id, delivery_id) VALUES (?, ?, ?)`+
-				s.db.onConflictUpdate("provider, message_id", "delivery_id"), r.Provider, r.ProviderMessageID, id); err != nil {
-				return err
+			if r.ProviderMessageID != "" {
+				if _, err := s.db.execP(ctx, tx, `INSERT INTO herald_message_ids (provider, message_id, delivery_id) VALUES (?, ?, ?)`+
+					s.db.onConflictUpdate("provider, message_id", "delivery_id"), r.Provider, r.ProviderMessageID, id); err != nil {
+					return err
+				}
 			}
 			return s.applyEarlyReport(ctx, tx, id, r, at)
 		})
@@ -288,8 +290,12 @@ func (s *Deliveries) RecordReport(ctx context.Context, provider string, r notify
 		return n > 0, err
 	}
 	if r.Reference != "" {
-		if ok, err := update("?", r.Reference); ok || err != nil || r.MessageID == "" {
+		ok, err := update("?", r.Reference)
+		if ok || err != nil {
 			return ok, err
+		}
+		if r.MessageID == "" {
+			return false, s.keepEarlyReport(ctx, provider, earlyKey(r.Reference), r)
 		}
 	}
 	if r.MessageID == "" {
@@ -299,19 +305,24 @@ func (s *Deliveries) RecordReport(ctx context.Context, provider string, r notify
 	if ok || err != nil {
 		return ok, err
 	}
-	return false, s.keepEarlyReport(ctx, provider, r)
+	return false, s.keepEarlyReport(ctx, provider, r.MessageID, r)
 }
+
+// earlyKey is the key under which an early report naming only its delivery (by
+// reference) is kept among the reports kept by the provider's message id.
+func earlyKey(deliveryID string) string { return "ref:" + deliveryID }
 
 // earlyReportTTL is how long a report that matched no delivery is kept for its send to
 // be recorded. Only a report received after the send (earlyReportSkew) is applied, so
 // an SMSC reusing the id for another message does not inherit it.
 const earlyReportTTL = 10 * time.Minute
 
-// keepEarlyReport keeps a report by message id that matched no delivery: an SMSC may
-// report a rejection within milliseconds, before the sent record that names the
-// message has committed. MarkSent applies it (applyEarlyReport). Reports older than
-// earlyReportTTL go, matched or not.
-func (s *Deliveries) keepEarlyReport(ctx context.Context, provider string, r notify.Report) error {
+// keepEarlyReport keeps, under key (the provider's message id, or earlyKey of the
+// delivery id), a report that matched no delivery: an SMSC may report a rejection
+// within milliseconds, before the sent record that names the message has committed.
+// MarkSent applies it (applyEarlyReport). Reports older than earlyReportTTL go,
+// matched or not.
+func (s *Deliveries) keepEarlyReport(ctx context.Context, provider, key string, r notify.Report) error {
 	delivered := 0
 	if r.Delivered {
 		delivered = 1
@@ -323,7 +334,7 @@ func (s *Deliveries) keepEarlyReport(ctx context.Context, provider string, r not
 		}
 		_, err := tx.ExecContext(ctx, s.db.q(`INSERT INTO herald_early_reports (provider, message_id, delivered, reason, received_at)
 			VALUES (?, ?, ?, ?, ?)`+s.db.onConflictUpdate("provider, message_id", "delivered", "reason", "received_at")),
-			provider, r.MessageID, delivered, truncate(r.Reason), now())
+			provider, key, delivered, truncate(r.Reason), now())
 		return err
 	})
 	if err != nil {
@@ -338,12 +349,14 @@ func (s *Deliveries) keepEarlyReport(ctx context.Context, provider string, r not
 const earlyReportSkew = time.Minute
 
 // applyEarlyReport applies, in the sent record's transaction, a report kept for the
-// message accepted at at, before its send was recorded.
+// message accepted at at, before its send was recorded: kept by the provider's message
+// id or by the delivery id (earlyKey); the later one when both were.
 func (s *Deliveries) applyEarlyReport(ctx context.Context, tx *sql.Tx, id string, r notify.Receipt, at time.Time) error {
 	var delivered int
 	var reason string
-	err := tx.QueryRowContext(ctx, s.db.q(`SELECT delivered, reason FROM herald_early_reports WHERE provider = ? AND message_id = ?
-		AND received_at >= ?`), r.Provider, r.ProviderMessageID, at.Add(-earlyReportSkew).UnixMicro()).Scan(&delivered, &reason)
+	err := tx.QueryRowContext(ctx, s.db.q(`SELECT delivered, reason FROM herald_early_reports WHERE provider = ? AND message_id IN (?, ?)
+		AND received_at >= ? ORDER BY received_at DESC LIMIT 1`), r.Provider, r.ProviderMessageID, earlyKey(id),
+		at.Add(-earlyReportSkew).UnixMicro()).Scan(&delivered, &reason)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil
 	}
@@ -358,7 +371,8 @@ func (s *Deliveries) applyEarlyReport(ctx context.Context, tx *sql.Tx, id string
 		WHERE id = ?`), string(st), problemOf(st), reason, now(), id); err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, s.db.q(`DELETE FROM herald_early_reports WHERE provider = ? AND message_id = ?`), r.Provider, r.ProviderMessageID)
+	_, err = tx.ExecContext(ctx, s.db.q(`DELETE FROM herald_early_reports WHERE provider = ? AND message_id IN (?, ?)`),
+		r.Provider, r.ProviderMessageID, earlyKey(id))
 	return err
 }
 

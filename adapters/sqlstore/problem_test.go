@@ -416,3 +416,42 @@ func TestEarlyReportWaitsForItsSend(t *testing.T) {
 		}
 	})
 }
+
+// TestEarlyReportByReference: a gateway's report naming only the delivery id, received
+// before the send's record committed, is kept and applied when the send is recorded,
+// whether the gateway answered with a message id of its own or not; one received long
+// before the send is not.
+func TestEarlyReportByReference(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		s := db.Deliveries()
+		ids := queue(t, db, "ev-early-ref", "+8613800000001", "+8613800000002", "+8613800000003")
+		for i, r := range []notify.Report{{Reference: ids[0], Reason: "absent subscriber"}, {Reference: ids[1], Delivered: true},
+			{Reference: ids[2], Delivered: true}} {
+			if found, err := s.RecordReport(ctx, "gw", r); err != nil || found {
+				t.Fatalf("early report %d: found %v (%v)", i, found, err)
+			}
+		}
+		if _, err := db.W.ExecContext(ctx, db.Rebind(`UPDATE herald_early_reports SET received_at = ? WHERE message_id LIKE ?`),
+			time.Now().Add(-2*time.Minute).UnixMicro(), "%"+ids[2]); err != nil {
+			t.Fatal(err)
+		}
+		send(t, db, ids[0], notify.Receipt{Provider: "gw", Reports: true})
+		send(t, db, ids[1], notify.Receipt{Provider: "gw", ProviderMessageID: "G2", Reports: true})
+		send(t, db, ids[2], notify.Receipt{Provider: "gw", Reports: true})
+		for i, want := range []notify.Status{notify.StatusUndelivered, notify.StatusDelivered, notify.StatusSent} {
+			d, err := s.Get(ctx, ids[i])
+			if err != nil || d.Status != want {
+				t.Errorf("delivery %d: %s (%v), want %s", i, d.Status, err, want)
+			}
+			if i == 0 && d.LastError != "absent subscriber" {
+				t.Errorf("delivery 0: last error %q", d.LastError)
+			}
+		}
+		var n int
+		if err := db.R.QueryRowContext(ctx, `SELECT COUNT(*) FROM herald_early_reports`).Scan(&n); err != nil || n != 1 {
+			t.Errorf("early reports left: %d (%v), want the stale one", n, err)
+		}
+	})
+}

@@ -140,8 +140,9 @@ func (p *Provider) Send(ctx context.Context, m notify.Message) (notify.Receipt, 
 	if answer[p.cfg.MessageIDField] == nil {
 		id = ""
 	}
-	// Receipts need a secret (ParseReports).
-	return notify.Receipt{Provider: p.cfg.Name, ProviderMessageID: id, Reports: p.cfg.Secret != "" && id != ""}, nil
+	// Receipts need a secret (ParseReports); they name the message by its id or by the
+	// delivery id sent as its reference.
+	return notify.Receipt{Provider: p.cfg.Name, ProviderMessageID: id, Reports: p.cfg.Secret != ""}, nil
 }
 
 // Receipt is a gateway's delivery report.
