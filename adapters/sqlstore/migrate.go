@@ -145,7 +145,8 @@ var schemaSQLite = []string{
 		PRIMARY KEY (provider, message_id)
 	)`,
 	`CREATE INDEX IF NOT EXISTS herald_message_ids_delivery ON herald_message_ids (delivery_id)`,
-	// Reports by message id that came before their send was recorded (RecordReport).
+	// Reports that came before their send was recorded, by the provider's message id or
+	// by "ref:" and the delivery id (RecordReport).
 	`CREATE TABLE IF NOT EXISTS herald_early_reports (
 		provider TEXT NOT NULL,
 		message_id TEXT NOT NULL,

@@ -29,9 +29,10 @@ var terminalStatuses = func() string {
 // PruneRecords deletes the records of notifications older than age (by their fan-out
 // time) whose deliveries have all ended: the notification, its deliveries, their
 // sandbox sends and provider message ids, in transactions of at most PruneBatch
-// deliveries or notifications. A notification with a delivery still queued, sending or parked is kept whole, however
-// old. Idempotency keys of the send API older than age go too. In-app inbox messages and
-// poisoned messages are never deleted here: they are the customer's and the operators'.
+// deliveries or notifications. A notification with a delivery still queued, sending or
+// parked is kept whole, however old. Idempotency keys of the send API older than age go
+// too. In-app inbox messages and poisoned messages are never deleted here: they are the
+// customer's and the operators'.
 //
 // Once its records are gone, an event is unknown: GET /v1/notifications/{id} answers 404,
 // and the same event committed again would be delivered again.
