@@ -248,3 +248,62 @@ func TestPostgresRecordedDeliveriesAreReadThroughTheEventIndex(t *testing.T) {
 		t.Fatalf("deliveries recorded twice, under a new id: %d (%v)", recorded, err)
 	}
 }
+
+// TestMySQLRecordedDeliveriesAreReadThroughTheEventIndex: a MySQL fan-out reads the
+// deliveries already recorded for a group's events with one IN list, and it must reach
+// them through the event index, not by reading the table. With more values than
+// eq_range_index_dive_limit (200) MariaDB estimates the list from the index statistics
+// and may scan instead: it did for 20 of 389 such reads in a loadgen catch-up, each
+// reading every delivery recorded so far, and it does here, for 250 events in a
+// 600-row table. The server counts the rows read by scans per session
+// (Handler_read_rnd_next).
+func TestMySQLRecordedDeliveriesAreReadThroughTheEventIndex(t *testing.T) {
+	t.Parallel()
+	db, _ := openMySQL(t)
+	ctx := context.Background()
+	if err := db.Migrate(ctx, []string{"sms"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.W.ExecContext(ctx, `INSERT INTO herald_deliveries (id, event_id, event_type, channel, lane, address,
+		status, occurred_at, created_at, updated_at) SELECT CONCAT('dlv_', seq), CONCAT('e-', seq DIV 3), 'x', 'sms', 'normal',
+		CONCAT('+86138', seq), 'sent', seq, seq, seq FROM seq_0_to_599`); err != nil {
+		t.Fatal(err)
+	}
+	// 250 events of a group: 100 with their three deliveries recorded, 150 new.
+	events := make([]any, 0, 250)
+	for e := 100; e < 350; e++ {
+		events = append(events, fmt.Sprintf("e-%d", e))
+	}
+	conn, err := db.W.Conn(ctx) // the counters are the session's
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	scanned := func() int64 {
+		t.Helper()
+		var name string
+		var n int64
+		if err := conn.QueryRowContext(ctx, "SHOW SESSION STATUS LIKE 'Handler_read_rnd_next'").Scan(&name, &n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := scanned()
+	rows, err := conn.QueryContext(ctx, sqlstore.RecordedInMySQL(len(events)), events...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for rows.Next() {
+		found++
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		t.Fatal(err)
+	}
+	if found != 300 {
+		t.Fatalf("read %d recorded deliveries of 250 events, want the 300 of the 100 recorded ones", found)
+	}
+	if n := scanned() - before; n > 0 {
+		t.Fatalf("reading the recorded deliveries of 250 events scanned %d rows of a 600-row table, want none (the event index)", n)
+	}
+}

@@ -259,3 +259,7 @@ const (
 // SetInFlightScan sets how many deliveries a page of an in-flight status reads on
 // PostgreSQL.
 func SetInFlightScan(db *DB, n int) { db.inFlightScan = n }
+
+// RecordedInMySQL is the statement a MySQL fan-out reads the recorded deliveries of n
+// events with (for tests).
+var RecordedInMySQL = recordedInMySQL
