@@ -293,11 +293,12 @@ func TestMySQLRecordedDeliveriesAreReadThroughTheEventIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer func() { _ = rows.Close() }()
 	found := 0
 	for rows.Next() {
 		found++
 	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
 	if found != 300 {
