@@ -263,3 +263,6 @@ func SetInFlightScan(db *DB, n int) { db.inFlightScan = n }
 // RecordedInMySQL is the statement a MySQL fan-out reads the recorded deliveries of n
 // events with (for tests).
 var RecordedInMySQL = recordedInMySQL
+
+// PendingQuery is the statement of Pending (for tests).
+func (s *Deliveries) PendingQuery() string { return s.pendingQuery() }
