@@ -17,7 +17,10 @@ import (
 
 // sessionReads returns the session's Handler_read_* counters whose names end in one of
 // suffixes (e.g. "rnd_next", the rows read by scans), summed.
-func sessionReads(t *testing.T, conn *sql.Conn, suffixes ...string) int64 {
+// conn is a connection or a transaction (the counters are its session's).
+func sessionReads(t *testing.T, conn interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}, suffixes ...string) int64 {
 	t.Helper()
 	rows, err := conn.QueryContext(context.Background(), "SHOW SESSION STATUS LIKE 'Handler_read%'")
 	if err != nil {

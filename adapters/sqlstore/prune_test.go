@@ -200,27 +200,7 @@ func TestMySQLPruneReadsAtMostABatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = conn.Rollback() }()
-	reads := func() int64 {
-		t.Helper()
-		rs, err := conn.QueryContext(ctx, "SHOW SESSION STATUS LIKE 'Handler_read%'")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = rs.Close() }()
-		var sum int64
-		for rs.Next() {
-			var name string
-			var n int64
-			if err := rs.Scan(&name, &n); err != nil {
-				t.Fatal(err)
-			}
-			sum += n
-		}
-		if err := rs.Err(); err != nil {
-			t.Fatal(err)
-		}
-		return sum
-	}
+	reads := func() int64 { return sessionReads(t, conn, "") }
 	before := reads()
 	n, err := sqlstore.PruneMySQL(ctx, conn, topic, time.Hour)
 	if err != nil {
