@@ -348,25 +348,23 @@ func (c endedCount) since(ctx context.Context, herald Pipeline) (int, bool) {
 // miss), and at least every two seconds whatever they say (another instance on the
 // same database ends deliveries too). Asking costs the database more as the run grows:
 // on PostgreSQL the count reads every delivery of the run (there is no status index,
-// ADR 0015; ~30 ms a count in a 21,000-event catch-up), and when it walked the status index
-// it took about a sixth of PostgreSQL's CPU late in a catch-up, asked every 100 ms.
-// Without Herald's metrics it asks every 100 ms.
+// ADR 0015; ~30 ms a count in a 21,000-event catch-up, ~0.6 s at 3,000,000 deliveries,
+// the end of a million-event run), and when it walked the status index it took about a
+// sixth of PostgreSQL's CPU late in a catch-up, asked every 100 ms. So the questions
+// that do not decide the end (the two-second one, and every 100 ms without Herald's
+// metrics) wait at least askCostFactor times as long as the last count took: the count
+// takes at most a tenth of one connection's time, whatever the run's size. The end is
+// still asked about at most 200 ms after the counters say done.
 func waitDone(ctx context.Context, db *sqlstore.DB, herald Pipeline, base endedCount, prefix string, events int, mix Mix, timeout time.Duration, progress func(int, int)) error {
-	const (
-		every     = 25 * time.Millisecond
-		atMost    = 200 * time.Millisecond // between two questions when the counters say done
-		stillFor  = 300 * time.Millisecond // counters still for this long (over a --target's scrape interval) may be done
-		atLeast   = 2 * time.Second
-		noMetrics = 100 * time.Millisecond
-	)
+	const every = 25 * time.Millisecond
 	total := mix.deliveries(events)
 	deadline := time.Now().Add(timeout)
 	var asked, moved time.Time
+	var cost time.Duration // the last count's
 	last := -1
 	for {
-		since := time.Since(asked)
-		due := since >= atLeast
 		done, ok := base.since(ctx, herald)
+		var mayBeDone bool
 		if ok {
 			if progress != nil {
 				progress(min(done, total), total)
@@ -374,17 +372,15 @@ func waitDone(ctx context.Context, db *sqlstore.DB, herald Pipeline, base endedC
 			if done != last {
 				last, moved = done, time.Now()
 			}
-			still := time.Since(moved) >= stillFor
-			due = due || ((done >= total || still) && since >= atMost)
-		} else {
-			due = since >= noMetrics
+			mayBeDone = done >= total || time.Since(moved) >= askStillFor
 		}
-		if due {
+		if dueToAsk(time.Since(asked), cost, ok, mayBeDone) {
 			asked = time.Now()
 			pending, err := db.Deliveries().Pending(ctx, prefix)
 			if err != nil {
 				return err
 			}
+			cost = time.Since(asked)
 			if progress != nil && !ok {
 				progress(max(total-pending, 0), total)
 			}
@@ -407,6 +403,25 @@ func waitDone(ctx context.Context, db *sqlstore.DB, herald Pipeline, base endedC
 		case <-time.After(every):
 		}
 	}
+}
+
+// When waitDone asks the database (see there).
+const (
+	askAtMost     = 200 * time.Millisecond // between two questions when the counters say it may be done
+	askStillFor   = 300 * time.Millisecond // counters still for this long (over a --target's scrape interval) may be done
+	askAtLeast    = 2 * time.Second        // a question whatever the counters say
+	askNoMetrics  = 100 * time.Millisecond // between two questions without Herald's counters
+	askCostFactor = 10                     // the questions that do not decide the end wait this many times the last count's duration
+)
+
+// dueToAsk says whether waitDone asks the database now: since the last question, which
+// took cost; metrics, whether Herald's counters could be read; mayBeDone, whether they
+// have counted every delivery or stopped moving.
+func dueToAsk(since, cost time.Duration, metrics, mayBeDone bool) bool {
+	if !metrics {
+		return since >= max(askNoMetrics, askCostFactor*cost)
+	}
+	return since >= max(askAtLeast, askCostFactor*cost) || mayBeDone && since >= askAtMost
 }
 
 // inserter writes events the way a core does: a plain INSERT into the outbox table
