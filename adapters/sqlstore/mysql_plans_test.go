@@ -111,7 +111,7 @@ func TestMySQLRecordedDeliveriesAreReadThroughTheEventIndex(t *testing.T) {
 // TestMySQLPendingReadsTheStatusIndex: loadgen counts a run's unfinished deliveries
 // every 200 ms to 2 s (Deliveries.Pending). A run's deliveries are inserted queued and
 // updated soon after; with statistics taken while they were queued, MariaDB counted the
-// few still pending by reading every delivery of the run (4.1 s of its 53 s of
+// few still pending by reading every delivery of the run (4.1 s of its 50 s of
 // statements in a 100,000-event catch-up). Here the statistics are taken with 3,000
 // deliveries queued, then all but 10 are sent: the count must read about those 10
 // through the status index, not the table.
