@@ -350,11 +350,11 @@ func (c endedCount) since(ctx context.Context, herald Pipeline) (int, bool) {
 // on PostgreSQL the count reads every delivery of the run (there is no status index,
 // ADR 0015; ~30 ms a count in a 21,000-event catch-up, ~0.6 s at 3,000,000 deliveries,
 // the end of a million-event run), and when it walked the status index it took about a
-// sixth of PostgreSQL's CPU late in a catch-up, asked every 100 ms. So the questions
-// that do not decide the end (the two-second one, and every 100 ms without Herald's
-// metrics) wait at least askCostFactor times as long as the last count took: the count
-// takes at most a tenth of one connection's time, whatever the run's size. The end is
-// still asked about at most 200 ms after the counters say done.
+// sixth of PostgreSQL's CPU late in a catch-up, asked every 100 ms. So every question
+// but the one after the counters say done waits at least askCostFactor times as long
+// as the last count took (dueToAsk): the count takes at most about a tenth of one
+// connection's time, whatever the run's size. The end is still asked about at most
+// 200 ms after the counters say done.
 func waitDone(ctx context.Context, db *sqlstore.DB, herald Pipeline, base endedCount, prefix string, events int, mix Mix, timeout time.Duration, progress func(int, int)) error {
 	const every = 25 * time.Millisecond
 	total := mix.deliveries(events)
@@ -364,7 +364,7 @@ func waitDone(ctx context.Context, db *sqlstore.DB, herald Pipeline, base endedC
 	last := -1
 	for {
 		done, ok := base.since(ctx, herald)
-		var mayBeDone bool
+		st := countersUnread
 		if ok {
 			if progress != nil {
 				progress(min(done, total), total)
@@ -372,9 +372,16 @@ func waitDone(ctx context.Context, db *sqlstore.DB, herald Pipeline, base endedC
 			if done != last {
 				last, moved = done, time.Now()
 			}
-			mayBeDone = done >= total || time.Since(moved) >= askStillFor
+			switch {
+			case done >= total:
+				st = countersDone
+			case time.Since(moved) >= askStillFor:
+				st = countersStill
+			default:
+				st = countersMoving
+			}
 		}
-		if dueToAsk(time.Since(asked), cost, ok, mayBeDone) {
+		if dueToAsk(time.Since(asked), cost, st) {
 			asked = time.Now()
 			pending, err := db.Deliveries().Pending(ctx, prefix)
 			if err != nil {
@@ -407,21 +414,42 @@ func waitDone(ctx context.Context, db *sqlstore.DB, herald Pipeline, base endedC
 
 // When waitDone asks the database (see there).
 const (
-	askAtMost     = 200 * time.Millisecond // between two questions when the counters say it may be done
+	askAtMost     = 200 * time.Millisecond // between two questions when the counters say done
 	askStillFor   = 300 * time.Millisecond // counters still for this long (over a --target's scrape interval) may be done
 	askAtLeast    = 2 * time.Second        // a question whatever the counters say
 	askNoMetrics  = 100 * time.Millisecond // between two questions without Herald's counters
-	askCostFactor = 10                     // the questions that do not decide the end wait this many times the last count's duration
+	askCostFactor = 10                     // questions but the one after done wait this many times the last count's duration
 )
 
-// dueToAsk says whether waitDone asks the database now: since the last question, which
-// took cost; metrics, whether Herald's counters could be read; mayBeDone, whether they
-// have counted every delivery or stopped moving.
-func dueToAsk(since, cost time.Duration, metrics, mayBeDone bool) bool {
-	if !metrics {
-		return since >= max(askNoMetrics, askCostFactor*cost)
+// countersState is what Herald's counters say of a phase, for dueToAsk.
+type countersState int
+
+const (
+	countersUnread countersState = iota // they could not be read
+	countersMoving                      // still counting ended deliveries
+	countersStill                       // not moved for askStillFor: may be done (ends they miss), or a stall
+	countersDone                        // every delivery of the phase counted
+)
+
+// dueToAsk says whether waitDone asks the database now, since the last question, which
+// took cost, given what the counters say. Once they have counted every delivery it
+// asks within askAtMost, so that a run's measured time does not grow; every other
+// question waits at least askCostFactor times the last count's duration too, so that
+// the count (which reads every delivery of the run on PostgreSQL) stays a small share
+// of the database's work however large the run, and through a long stall (a provider
+// outage) as well.
+func dueToAsk(since, cost time.Duration, st countersState) bool {
+	spaced := func(d time.Duration) bool { return since >= max(d, askCostFactor*cost) }
+	switch st {
+	case countersUnread:
+		return spaced(askNoMetrics)
+	case countersDone:
+		return since >= askAtMost
+	case countersStill:
+		return spaced(askAtMost)
+	default:
+		return spaced(askAtLeast)
 	}
-	return since >= max(askAtLeast, askCostFactor*cost) || mayBeDone && since >= askAtMost
 }
 
 // inserter writes events the way a core does: a plain INSERT into the outbox table
