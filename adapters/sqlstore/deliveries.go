@@ -638,7 +638,7 @@ func (s *Deliveries) Pending(ctx context.Context, prefix string) (int, error) {
 // delivery is inserted queued and updated soon after, so statistics taken while a run's
 // deliveries were queued stay behind, and MariaDB then counted the few pending ones by
 // reading every delivery of the run (loadgen asks every 200 ms to 2 s: 4.1 s of
-// MariaDB's 50 s of statements in a 100,000-event catch-up, docs/performance.md).
+// MariaDB's 50 s of statements in a 100,000-event catch-up; ADR 0016).
 func (s *Deliveries) pendingQuery() string {
 	from := `herald_deliveries`
 	if s.db.Dialect == MySQL {

@@ -42,7 +42,7 @@ func claimMySQL(g *stmtGroup, rs []*groupReq) {
 // statistics, and in a loadgen catch-up it chose to scan the whole table for 20 of 389
 // such reads, lists of 172 to 250 events, each scan reading every delivery recorded so
 // far (docs/performance.md). A scan grows with the table; the index reads 3 rows an
-// event.
+// event (ADR 0016).
 func recordedInMySQL(n int) string {
 	return `SELECT id, event_id, channel, address FROM herald_deliveries FORCE INDEX (herald_deliveries_event)
 		WHERE event_id IN (` + placeholders(n) + `)`
