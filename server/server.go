@@ -518,9 +518,15 @@ func (s *Server) postReceipts(c *fiber.Ctx) error {
 			matched++
 		}
 	}
-	s.cfg.Metrics.GetOrCreateCounter(`herald_delivery_reports_total{matched="true"}`).Add(matched)
-	s.cfg.Metrics.GetOrCreateCounter(`herald_delivery_reports_total{matched="false"}`).Add(len(reports) - matched)
+	ReportsCounter(s.cfg.Metrics, true).Add(matched)
+	ReportsCounter(s.cfg.Metrics, false).Add(len(reports) - matched)
 	return c.JSON(fiber.Map{"received": len(reports), "matched": matched})
+}
+
+// ReportsCounter is herald_delivery_reports_total: the delivery reports received, by
+// whether they found their delivery (this endpoint's, and SMPP connections': service).
+func ReportsCounter(set *metrics.Set, matched bool) *metrics.Counter {
+	return set.GetOrCreateCounter(fmt.Sprintf(`herald_delivery_reports_total{matched="%t"}`, matched))
 }
 
 func (s *Server) deletePoison(c *fiber.Ctx) error {

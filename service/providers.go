@@ -88,8 +88,7 @@ type Deps struct {
 }
 
 // countedReports records the delivery reports an SMPP connection receives and counts
-// them as the receipts endpoint does: herald_delivery_reports_total{matched="true"} for
-// a report that found its delivery, {matched="false"} for one that found none.
+// them as the receipts endpoint does (server.ReportsCounter).
 type countedReports struct {
 	sink    smpp.ReportSink
 	metrics *metrics.Set
@@ -100,7 +99,7 @@ func (c countedReports) RecordReport(ctx context.Context, provider string, r not
 	if err != nil {
 		return found, err
 	}
-	c.metrics.GetOrCreateCounter(fmt.Sprintf(`herald_delivery_reports_total{matched="%t"}`, found)).Inc()
+	server.ReportsCounter(c.metrics, found).Inc()
 	return found, nil
 }
 

@@ -86,8 +86,11 @@ func deliveryArgsPG(ds []notify.Delivery, st notify.Status, t int64) []any {
 	return []any{c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], occ, string(st), t}
 }
 
-// recordedQuery reads recorded deliveries by event (eachRowIn).
-const recordedQuery = `SELECT id, event_id, channel, address FROM herald_deliveries WHERE event_id `
+// recordedQuery reads recorded deliveries by event (eachRowIn; MySQL: recordedInMySQL).
+const (
+	recordedSelect = `SELECT id, event_id, channel, address FROM herald_deliveries`
+	recordedQuery  = recordedSelect + ` WHERE event_id `
+)
 
 // recorded reads which of the events, channels and addresses of ds are recorded under
 // which delivery id, so that recordedSet.keep can leave out the deliveries recorded

@@ -44,8 +44,7 @@ func claimMySQL(g *stmtGroup, rs []*groupReq) {
 // far (docs/performance.md). A scan grows with the table; the index reads 3 rows an
 // event (ADR 0016).
 func recordedInMySQL(n int) string {
-	return `SELECT id, event_id, channel, address FROM herald_deliveries FORCE INDEX (herald_deliveries_event)
-		WHERE event_id IN (` + placeholders(n) + `)`
+	return recordedSelect + ` FORCE INDEX (herald_deliveries_event) WHERE event_id IN (` + placeholders(n) + `)`
 }
 
 // sandboxMySQL records sandbox sends (sandboxBatch) in one multi-row INSERT.

@@ -228,20 +228,3 @@ func (t *sqliteDeferredTx) Rollback() error {
 	t.execs = nil
 	return nil
 }
-
-// decodeMetadata decodes a topic row's metadata. A row written by hand with metadata
-// that is not a JSON object of strings must not stop the topic: the message keeps its
-// payload, and its metadata says what was wrong.
-func decodeMetadata(md []byte) message.Metadata {
-	m := message.Metadata{}
-	if len(md) == 0 {
-		return m
-	}
-	if err := jsonx.Unmarshal(md, &m); err != nil {
-		return message.Metadata{"herald_metadata_error": err.Error()}
-	}
-	if m == nil { // JSON null
-		m = message.Metadata{}
-	}
-	return m
-}

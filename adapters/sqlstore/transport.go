@@ -189,6 +189,23 @@ func (s PostgresSchema) UnmarshalMessage(p wsql.UnmarshalMessageParams) (wsql.Ro
 	return r, nil
 }
 
+// decodeMetadata decodes a topic row's metadata (the three schemas' UnmarshalMessage). A row written by hand with metadata
+// that is not a JSON object of strings must not stop the topic: the message keeps its
+// payload, and its metadata says what was wrong.
+func decodeMetadata(md []byte) message.Metadata {
+	m := message.Metadata{}
+	if len(md) == 0 {
+		return m
+	}
+	if err := jsonx.Unmarshal(md, &m); err != nil {
+		return message.Metadata{"herald_metadata_error": err.Error()}
+	}
+	if m == nil { // JSON null
+		m = message.Metadata{}
+	}
+	return m
+}
+
 // RequiresTransaction reports that the schema is created in a transaction, under the lock.
 func (s PostgresSchema) RequiresTransaction() bool { return true }
 

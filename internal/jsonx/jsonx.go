@@ -14,7 +14,7 @@ import (
 
 // Unmarshal decodes data into v as json.Unmarshal does.
 func Unmarshal(data []byte, v any) error {
-	if fastUnmarshal(data, v) == nil {
+	if _, err := fast(func() (struct{}, error) { return struct{}{}, gojson.Unmarshal(data, v) }); err == nil {
 		return nil
 	}
 	// Invalid input, or a case goccy/go-json does not handle: encoding/json decides,
@@ -22,29 +22,21 @@ func Unmarshal(data []byte, v any) error {
 	return json.Unmarshal(data, v)
 }
 
-func fastUnmarshal(data []byte, v any) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("goccy/go-json: %v", r)
-		}
-	}()
-	return gojson.Unmarshal(data, v)
-}
-
 // Marshal encodes v as json.Marshal does (with HTML characters escaped).
 func Marshal(v any) ([]byte, error) {
-	b, err := fastMarshal(v)
-	if err == nil {
+	if b, err := fast(func() ([]byte, error) { return gojson.Marshal(v) }); err == nil {
 		return b, nil
 	}
 	return json.Marshal(v)
 }
 
-func fastMarshal(v any) (b []byte, err error) {
+// fast runs a goccy/go-json call, a panic in it turned into an error.
+func fast[T any](f func() (T, error)) (out T, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			b, err = nil, fmt.Errorf("goccy/go-json: %v", r)
+			var zero T
+			out, err = zero, fmt.Errorf("goccy/go-json: %v", r)
 		}
 	}()
-	return gojson.Marshal(v)
+	return f()
 }
