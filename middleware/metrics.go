@@ -4,6 +4,7 @@ package middleware
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -16,13 +17,27 @@ type Metrics struct {
 	Set *metrics.Set
 }
 
-// Middleware wraps a handler.
+// durations is a handler's duration histogram, with the handler's name.
+type durations struct {
+	handler string
+	h       *metrics.Histogram
+}
+
+// Middleware wraps a handler. The histogram is looked up once, not for every message
+// (its name is formatted, then found in the set under a lock), while the handler's
+// name stays the same.
 func (m Metrics) Middleware(h message.HandlerFunc) message.HandlerFunc {
+	var last atomic.Pointer[durations]
 	return func(msg *message.Message) ([]*message.Message, error) {
 		name := message.HandlerNameFromCtx(msg.Context())
 		start := time.Now()
 		out, err := h(msg)
-		m.Set.GetOrCreateHistogram(fmt.Sprintf(`herald_handler_duration_seconds{handler=%q}`, name)).UpdateDuration(start)
+		d := last.Load()
+		if d == nil || d.handler != name {
+			d = &durations{handler: name, h: m.Set.GetOrCreateHistogram(fmt.Sprintf(`herald_handler_duration_seconds{handler=%q}`, name))}
+			last.Store(d)
+		}
+		d.h.UpdateDuration(start)
 		if err != nil {
 			m.Set.GetOrCreateCounter(fmt.Sprintf(`herald_handler_errors_total{handler=%q}`, name)).Inc()
 		}

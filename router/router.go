@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	wmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/VictoriaMetrics/metrics"
@@ -23,6 +22,7 @@ import (
 	"github.com/heraldhq/herald/adapters/kafka"
 	"github.com/heraldhq/herald/adapters/sqlstore"
 	"github.com/heraldhq/herald/handlers"
+	"github.com/heraldhq/herald/internal/wlog"
 	heraldmw "github.com/heraldhq/herald/middleware"
 	"github.com/heraldhq/herald/notify"
 	"github.com/heraldhq/herald/templates"
@@ -156,8 +156,8 @@ func New(cfg Config, logger *slog.Logger) (_ *Router, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	wlog := watermill.NewSlogLoggerWithLevelMapping(logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
-	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, wlog)
+	wl := wlog.New(logger)
+	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, wl)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +165,7 @@ func New(cfg Config, logger *slog.Logger) (_ *Router, err error) {
 	if tcfg.Key == nil {
 		tcfg.Key = OrderKey
 	}
-	sqlSub, err := cfg.DB.NewSubscriber(tcfg, wlog)
+	sqlSub, err := cfg.DB.NewSubscriber(tcfg, wl)
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +194,7 @@ func New(cfg Config, logger *slog.Logger) (_ *Router, err error) {
 	outboxes := []string{sqlstore.EventsTopic, sqlstore.CriticalEventsTopic}
 	if len(cfg.Kafka.Brokers) > 0 {
 		kcfg := cfg.Kafka.WithDefaults()
-		kpub, err := kafka.NewPublisher(kcfg, wlog)
+		kpub, err := kafka.NewPublisher(kcfg, wl)
 		if err != nil {
 			return nil, err
 		}
@@ -202,7 +202,7 @@ func New(cfg Config, logger *slog.Logger) (_ *Router, err error) {
 		ksub, err := kafka.NewSubscriber(kcfg, kafka.SubscriberConfig{
 			Concurrency: tcfg.Concurrency,
 			Key:         func(t string, m *message.Message) string { return OrderKey(strings.TrimPrefix(t, kcfg.TopicPrefix), m) },
-		}, wlog)
+		}, wl)
 		if err != nil {
 			return nil, err
 		}
@@ -243,7 +243,7 @@ func New(cfg Config, logger *slog.Logger) (_ *Router, err error) {
 	if err != nil {
 		return nil, err
 	}
-	r.AddMiddleware(wmw.CorrelationID, poison)
+	r.AddMiddleware(heraldmw.GrowStack, wmw.CorrelationID, poison)
 
 	channels := make([]notify.Channel, 0, len(cfg.Providers))
 	for ch := range cfg.Providers {
