@@ -196,8 +196,8 @@ func TestDeliveryUpdatesAreHeapOnly(t *testing.T) {
 	}
 	var opts string
 	if err := db.R.QueryRowContext(ctx, `SELECT array_to_string(reloptions, ',') FROM pg_class
-		WHERE oid = 'herald_deliveries'::regclass`).Scan(&opts); err != nil || opts != "fillfactor=70" {
-		t.Fatalf("storage options %q (%v), want fillfactor=70", opts, err)
+		WHERE oid = 'herald_deliveries'::regclass`).Scan(&opts); err != nil || opts != "fillfactor=50" {
+		t.Fatalf("storage options %q (%v), want fillfactor=50", opts, err)
 	}
 	tx, err := db.W.BeginTx(ctx, nil)
 	if err != nil {
@@ -285,10 +285,34 @@ func TestMigrateAddsProblem(t *testing.T) {
 			FROM pg_indexes WHERE tablename = 'herald_deliveries' AND schemaname = current_schema()`).Scan(&indexes, &opts); err != nil {
 			t.Fatal(err)
 		}
-		if indexes != "herald_deliveries_event,herald_deliveries_page,herald_deliveries_pkey,herald_deliveries_problem" || opts != "fillfactor=70" {
+		if indexes != "herald_deliveries_event,herald_deliveries_page,herald_deliveries_pkey,herald_deliveries_problem" || opts != "fillfactor=50" {
 			t.Errorf("indexes %s, storage options %q", indexes, opts)
 		}
 	})
+}
+
+// Migrate gives a table made with the fillfactor Herald set before (70) the current
+// one, and keeps a value an operator chose.
+func TestMigrateFillfactor(t *testing.T) {
+	t.Parallel()
+	db := openPostgres(t)
+	ctx := context.Background()
+	if err := db.Migrate(ctx, []string{"sms"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ set, want string }{{"70", "fillfactor=50"}, {"80", "fillfactor=80"}, {"50", "fillfactor=50"}} {
+		if _, err := db.W.ExecContext(ctx, `ALTER TABLE herald_deliveries SET (fillfactor = `+c.set+`)`); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Migrate(ctx, []string{"sms"}); err != nil {
+			t.Fatal(err)
+		}
+		var opts string
+		if err := db.R.QueryRowContext(ctx, `SELECT array_to_string(reloptions, ',') FROM pg_class
+			WHERE oid = 'herald_deliveries'::regclass`).Scan(&opts); err != nil || opts != c.want {
+			t.Errorf("fillfactor %s, migrated: %q (%v), want %q", c.set, opts, err, c.want)
+		}
+	}
 }
 
 // A delivery report names its delivery by reference or by the provider's message id,
