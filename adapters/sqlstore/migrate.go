@@ -294,10 +294,10 @@ func (db *DB) addColumns(ctx context.Context) error {
 // deliveriesFillfactor leaves room on each page of herald_deliveries on PostgreSQL for
 // the row versions its updates write (deliveriesHOT): half the page, one new version
 // for every row. At 70, a value kept until session 23, 77-83% of the updates in a
-// catch-up were HOT; the others found their page full, wrote the new version on
-// another page with an entry in every index, and two more WAL records. At 50: 95-97%,
-// 5.8% fewer WAL records per event, the table's heap 15% larger and its indexes
-// smaller (docs/performance.md, Optimisations, session 23).
+// catch-up were HOT; the others found their page full and wrote the new version on
+// another page, with an entry in each of the three indexes and a lock record in the
+// WAL. At 50: 95-97%, 5.8% fewer WAL records per event, the table's heap 15% larger
+// and its indexes smaller (docs/performance.md, Optimisations, session 23).
 const deliveriesFillfactor = "50"
 
 // earlierFillfactors are the values Herald set before deliveriesFillfactor: a table
