@@ -296,7 +296,7 @@ func (db *DB) addColumns(ctx context.Context) error {
 // for every row. At 70, a value kept until session 23, 77-83% of the updates in a
 // catch-up were HOT; the others found their page full and wrote the new version on
 // another page, with an entry in each of the three indexes and a lock record in the
-// WAL. At 50: 95-97%, 5.8% fewer WAL records per event, the table's heap 15% larger
+// WAL. At 50: 93-97%, 5.8% fewer WAL records per event, the table's heap 15% larger
 // and its indexes smaller (docs/performance.md, Optimisations, session 23).
 const deliveriesFillfactor = "50"
 
