@@ -203,11 +203,8 @@ func TestPostgresBatchStatementsArePreparedOnce(t *testing.T) {
 // behind.
 func TestPostgresRecordedDeliveriesAreReadThroughTheEventIndex(t *testing.T) {
 	t.Parallel()
-	db := openPostgres(t)
+	db := migratedPostgres(t)
 	ctx := context.Background()
-	if err := db.Migrate(ctx, []string{"sms"}); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := db.W.ExecContext(ctx, `INSERT INTO herald_deliveries (id, event_id, event_type, channel, lane, address,
 		status, occurred_at, created_at, updated_at) SELECT 'dlv_' || g, 'e-' || (g / 3), 'x', 'sms', 'normal', '+86138' || g,
 		'sent', g, g, g FROM generate_series(1, 30000) AS g`); err != nil {

@@ -27,6 +27,16 @@ func openPostgres(t *testing.T) *sqlstore.DB {
 	return db
 }
 
+// migratedPostgres is openPostgres with Herald's tables made (one channel, sms).
+func migratedPostgres(t *testing.T) *sqlstore.DB {
+	t.Helper()
+	db := openPostgres(t)
+	if err := db.Migrate(context.Background(), []string{"sms"}); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
 // openMySQL opens a database of its own on the test MySQL server and returns it with
 // its URL.
 func openMySQL(t *testing.T) (*sqlstore.DB, string) {

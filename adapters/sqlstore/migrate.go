@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -300,10 +299,9 @@ func (db *DB) addColumns(ctx context.Context) error {
 // and its indexes smaller (docs/performance.md, Optimisations, session 23).
 const deliveriesFillfactor = "50"
 
-// earlierFillfactors are the values Herald set before deliveriesFillfactor: a table
-// made with one of them is given the current one. Any other value was an operator's
-// and is kept.
-var earlierFillfactors = []string{"70"}
+// earlierFillfactor is the value Herald set before deliveriesFillfactor: a table made
+// with it is given the current one. Any other value was an operator's and is kept.
+const earlierFillfactor = "70"
 
 // deliveriesHOT readies herald_deliveries on PostgreSQL for heap-only updates. A delivery
 // row is updated twice on its way (the claim, then the provider's acceptance), and
@@ -333,7 +331,7 @@ func (db *DB) deliveriesHOT(ctx context.Context) error {
 		return fmt.Errorf("reading herald_deliveries' storage options: %w", err)
 	}
 	for _, o := range strings.Split(opts.String, ",") {
-		if v, ok := strings.CutPrefix(o, "fillfactor="); ok && !slices.Contains(earlierFillfactors, v) {
+		if v, ok := strings.CutPrefix(o, "fillfactor="); ok && v != earlierFillfactor {
 			return nil // Herald's, or an operator's
 		}
 	}

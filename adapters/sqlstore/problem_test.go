@@ -189,15 +189,10 @@ func TestListInFlightFollowsCursors(t *testing.T) {
 // page has room for its new versions: both are heap-only (HOT) updates.
 func TestDeliveryUpdatesAreHeapOnly(t *testing.T) {
 	t.Parallel()
-	db := openPostgres(t)
+	db := migratedPostgres(t)
 	ctx := context.Background()
-	if err := db.Migrate(ctx, []string{"sms"}); err != nil {
-		t.Fatal(err)
-	}
-	var opts string
-	if err := db.R.QueryRowContext(ctx, `SELECT array_to_string(reloptions, ',') FROM pg_class
-		WHERE oid = 'herald_deliveries'::regclass`).Scan(&opts); err != nil || opts != "fillfactor=50" {
-		t.Fatalf("storage options %q (%v), want fillfactor=50", opts, err)
+	if opts := storageOptions(t, db); opts != "fillfactor=50" {
+		t.Fatalf("storage options %q, want fillfactor=50", opts)
 	}
 	tx, err := db.W.BeginTx(ctx, nil)
 	if err != nil {
@@ -295,11 +290,8 @@ func TestMigrateAddsProblem(t *testing.T) {
 // one, and keeps a value an operator chose.
 func TestMigrateFillfactor(t *testing.T) {
 	t.Parallel()
-	db := openPostgres(t)
+	db := migratedPostgres(t)
 	ctx := context.Background()
-	if err := db.Migrate(ctx, []string{"sms"}); err != nil {
-		t.Fatal(err)
-	}
 	for _, c := range []struct{ set, want string }{{"70", "fillfactor=50"}, {"80", "fillfactor=80"}, {"50", "fillfactor=50"}} {
 		if _, err := db.W.ExecContext(ctx, `ALTER TABLE herald_deliveries SET (fillfactor = `+c.set+`)`); err != nil {
 			t.Fatal(err)
@@ -307,12 +299,21 @@ func TestMigrateFillfactor(t *testing.T) {
 		if err := db.Migrate(ctx, []string{"sms"}); err != nil {
 			t.Fatal(err)
 		}
-		var opts string
-		if err := db.R.QueryRowContext(ctx, `SELECT array_to_string(reloptions, ',') FROM pg_class
-			WHERE oid = 'herald_deliveries'::regclass`).Scan(&opts); err != nil || opts != c.want {
-			t.Errorf("fillfactor %s, migrated: %q (%v), want %q", c.set, opts, err, c.want)
+		if opts := storageOptions(t, db); opts != c.want {
+			t.Errorf("fillfactor %s, migrated: %q, want %q", c.set, opts, c.want)
 		}
 	}
+}
+
+// storageOptions are herald_deliveries' storage options on PostgreSQL ("fillfactor=50").
+func storageOptions(t *testing.T, db *sqlstore.DB) string {
+	t.Helper()
+	var opts string
+	if err := db.R.QueryRowContext(context.Background(), `SELECT array_to_string(reloptions, ',') FROM pg_class
+		WHERE oid = 'herald_deliveries'::regclass`).Scan(&opts); err != nil {
+		t.Fatal(err)
+	}
+	return opts
 }
 
 // A delivery report names its delivery by reference or by the provider's message id,

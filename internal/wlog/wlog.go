@@ -18,20 +18,23 @@ type Logger struct {
 	log *slog.Logger
 }
 
+// infoLevel is the level Watermill's info messages are logged at.
+const infoLevel = slog.LevelDebug
+
 // New returns the adapter for logger.
 func New(logger *slog.Logger) Logger {
 	if logger == nil {
 		logger = slog.Default()
 	}
 	return Logger{LoggerAdapter: watermill.NewSlogLoggerWithLevelMapping(logger,
-		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}), log: logger}
+		map[slog.Level]slog.Level{slog.LevelInfo: infoLevel}), log: logger}
 }
 
 func (l Logger) enabled(level slog.Level) bool { return l.log.Enabled(context.Background(), level) }
 
-// Info logs at debug level.
+// Info logs at infoLevel.
 func (l Logger) Info(msg string, fields watermill.LogFields) {
-	if l.enabled(slog.LevelDebug) {
+	if l.enabled(infoLevel) {
 		l.LoggerAdapter.Info(msg, fields)
 	}
 }
