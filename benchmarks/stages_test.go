@@ -59,6 +59,21 @@ func BenchmarkRender(b *testing.B) {
 			}
 		})
 	}
+	// The fan-out's work for loadgen's events: SMS, email and in-app of one event.
+	b.Run("event", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			x, err := r.Prepare(&e, "zh-CN", "Asia/Shanghai")
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, ch := range []notify.Channel{notify.ChannelSMS, notify.ChannelEmail, notify.ChannelInApp} {
+				if _, err := x.Channel(ch); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
 }
 
 func openService(b *testing.B, url string, kafkaBrokers ...string) *service.Service {

@@ -142,17 +142,10 @@ func (f *FanOut) Handle(msg *message.Message) error {
 		t := e.OccurredAt.Add(f.cfg.OTPTTL)
 		expires = &t
 	}
-	rendered := map[notify.Channel]notify.Content{}
-	render := func(ch notify.Channel) (notify.Content, error) {
-		content, ok := rendered[ch]
-		if !ok {
-			var err error
-			if content, err = f.cfg.Renderer.Render(&e, ch, locale, r.TimeZone); err != nil {
-				return content, err
-			}
-			rendered[ch] = content
-		}
-		return content, nil
+	// One rendering for all of the event's channels: they share its parts.
+	rendering, err := f.cfg.Renderer.Prepare(&e, locale, r.TimeZone)
+	if err != nil {
+		return err
 	}
 	planned := map[notify.Target]bool{}
 	for _, t := range kept {
@@ -161,7 +154,7 @@ func (f *FanOut) Handle(msg *message.Message) error {
 	fo := sqlstore.FanOut{Notification: n, Deliveries: make([]notify.Delivery, 0, len(kept)),
 		Messages: map[string][]*message.Message{}}
 	for _, t := range kept {
-		content, err := render(t.Channel)
+		content, err := rendering.Channel(t.Channel)
 		if err != nil {
 			return err
 		}
@@ -181,7 +174,7 @@ func (f *FanOut) Handle(msg *message.Message) error {
 		// queue it without the event.
 		if fbc, ok := r.Preferences.Fallback[t.Channel]; ok && f.channels[fbc] {
 			if addrs := r.Contacts.Addresses(fbc, r.ID); len(addrs) > 0 && !planned[notify.Target{Channel: fbc, Address: addrs[0]}] {
-				fcontent, err := render(fbc)
+				fcontent, err := rendering.Channel(fbc)
 				if err != nil {
 					return err
 				}

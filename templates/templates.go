@@ -127,6 +127,12 @@ func (r *Renderer) location(name string) *time.Location {
 	return l
 }
 
+// The words for a transaction's direction.
+var (
+	zhDirections = map[string]string{"credit": "入账", "debit": "支出"}
+	enDirections = map[string]string{"credit": "credited", "debit": "debited"}
+)
+
 // view is what templates see.
 type view struct {
 	Bank, Amount, Balance, Account, AccountTail, Time, DirectionText string
@@ -155,13 +161,13 @@ func (r *Renderer) view(e *notify.Event, locale string, loc *time.Location) view
 	t := e.OccurredAt.In(loc)
 	if locale == "zh-CN" {
 		v.Time = t.Format("2006-01-02 15:04")
-		v.DirectionText = map[string]string{"credit": "入账", "debit": "支出"}[e.Direction]
+		v.DirectionText = zhDirections[e.Direction]
 		if v.DirectionText == "" {
 			v.DirectionText = "变动"
 		}
 	} else {
 		v.Time = t.Format("02 Jan 2006 15:04 MST")
-		v.DirectionText = map[string]string{"credit": "credited", "debit": "debited"}[e.Direction]
+		v.DirectionText = enDirections[e.Direction]
 		if v.DirectionText == "" {
 			v.DirectionText = "changed by"
 		}
@@ -175,59 +181,113 @@ func (r *Renderer) view(e *notify.Event, locale string, loc *time.Location) view
 }
 
 // Render produces the content of event e for one channel, in the given locale and the
-// recipient's time zone. Raw content on an ad-hoc notification is used as is.
+// recipient's time zone. Raw content on an ad-hoc notification is used as is. For
+// several channels of one event, Prepare renders each part once.
 func (r *Renderer) Render(e *notify.Event, ch notify.Channel, locale, timeZone string) (notify.Content, error) {
+	x, err := r.Prepare(e, locale, timeZone)
+	if err != nil {
+		return notify.Content{}, err
+	}
+	return x.Channel(ch)
+}
+
+// The parts of a template that several channels share.
+const (
+	partTitle = iota
+	partShort
+	partBody
+	numParts
+)
+
+// Rendering is event e's content in one locale and time zone, for any of its channels.
+// The fan-out asks it for each of an event's channels, and they share parts: the title
+// (email, in-app, push), the short text (SMS, push, WeChat) and the body (email,
+// in-app). Each part is executed once, on first use. Not safe for concurrent use.
+type Rendering struct {
+	name  string
+	p     *parsed         // nil with raw content
+	raw   *notify.Content // an ad-hoc notification's own content
+	v     view
+	parts [numParts]string
+	done  [numParts]bool
+}
+
+// Prepare readies event e's content in the given locale and the recipient's time zone.
+// An event type without a template in the locale is poison.
+func (r *Renderer) Prepare(e *notify.Event, locale, timeZone string) (Rendering, error) {
 	if e.Template == "" && e.Content != nil && !e.Content.Empty() {
-		return *e.Content, nil
+		return Rendering{raw: e.Content}, nil
 	}
 	name := e.TemplateName()
 	p, ok := r.byKey[locale+"/"+name]
 	if !ok {
-		return notify.Content{}, notify.Poison(fmt.Errorf("no template %q for locale %s", name, locale))
+		return Rendering{}, notify.Poison(fmt.Errorf("no template %q for locale %s", name, locale))
 	}
-	v := r.view(e, locale, r.location(timeZone))
-	exec := func(t *template.Template) (string, error) {
-		var b strings.Builder
-		if err := t.Execute(&b, v); err != nil {
-			return "", notify.Poison(fmt.Errorf("rendering %s: %w", t.Name(), err))
+	return Rendering{name: name, p: p, v: r.view(e, locale, r.location(timeZone))}, nil
+}
+
+func (x *Rendering) exec(t *template.Template) (string, error) {
+	var b strings.Builder
+	if err := t.Execute(&b, x.v); err != nil {
+		return "", notify.Poison(fmt.Errorf("rendering %s: %w", t.Name(), err))
+	}
+	return b.String(), nil
+}
+
+// part returns part i, executing its template the first time.
+func (x *Rendering) part(i int) (string, error) {
+	if !x.done[i] {
+		t := [numParts]*template.Template{partTitle: x.p.title, partShort: x.p.short, partBody: x.p.body}[i]
+		s, err := x.exec(t)
+		if err != nil {
+			return "", err
 		}
-		return b.String(), nil
+		x.parts[i], x.done[i] = s, true
 	}
-	title, err := exec(p.title)
-	if err != nil {
-		return notify.Content{}, err
+	return x.parts[i], nil
+}
+
+// Channel returns the content for channel ch.
+func (x *Rendering) Channel(ch notify.Channel) (notify.Content, error) {
+	if x.raw != nil {
+		return *x.raw, nil
 	}
 	var c notify.Content
+	var err error
 	switch ch {
 	case notify.ChannelEmail, notify.ChannelInApp:
-		body, err := exec(p.body)
-		if err != nil {
+		var title string
+		if title, err = x.part(partTitle); err != nil {
 			return notify.Content{}, err
 		}
-		c.Text = body
+		if c.Text, err = x.part(partBody); err != nil {
+			return notify.Content{}, err
+		}
 		if ch == notify.ChannelEmail {
 			c.Subject = title
-			c.HTML = "<p>" + strings.ReplaceAll(html.EscapeString(body), "\n", "<br>") + "</p>"
+			c.HTML = "<p>" + strings.ReplaceAll(html.EscapeString(c.Text), "\n", "<br>") + "</p>"
 		} else {
 			c.Title = title
 		}
 	case notify.ChannelWeChat:
-		c.Data = make(map[string]string, len(p.wechat))
-		for k, t := range p.wechat {
-			if c.Data[k], err = exec(t); err != nil {
+		c.Data = make(map[string]string, len(x.p.wechat))
+		for k, t := range x.p.wechat {
+			if c.Data[k], err = x.exec(t); err != nil {
 				return notify.Content{}, err
 			}
 		}
-		c.Title = name
-		if c.Text, err = exec(p.short); err != nil {
+		c.Title = x.name
+		if c.Text, err = x.part(partShort); err != nil {
 			return notify.Content{}, err
 		}
 	default: // sms, push, webhook
-		if c.Text, err = exec(p.short); err != nil {
+		if c.Text, err = x.part(partShort); err != nil {
 			return notify.Content{}, err
 		}
 		if ch != notify.ChannelSMS {
-			c.Title = title
+			if c.Title, err = x.part(partTitle); err != nil {
+				return notify.Content{}, err
+			}
 		}
 	}
 	return c, nil

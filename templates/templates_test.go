@@ -5,6 +5,8 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -142,5 +144,51 @@ func TestRenderRawContent(t *testing.T) {
 	c, err := r.Render(&e, notify.ChannelEmail, "en", "")
 	if err != nil || c.Text != "hello" || c.Subject != "hi" {
 		t.Fatalf("got %+v, %v", c, err)
+	}
+}
+
+// TestRenderingSharesParts asks one Rendering for every channel, forwards and then
+// backwards, and expects what a fresh Render gives each channel: the parts it keeps
+// for the next channel must be the ones that channel would have rendered.
+func TestRenderingSharesParts(t *testing.T) {
+	t.Parallel()
+	r, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	backwards := slices.Clone(notify.AllChannels)
+	slices.Reverse(backwards)
+	for _, locale := range notify.Locales {
+		for _, typ := range notify.KnownTypes {
+			e := sampleEvent(typ)
+			for _, order := range [][]notify.Channel{notify.AllChannels, backwards} {
+				x, err := r.Prepare(&e, locale, "Europe/London")
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, ch := range order {
+					got, err := x.Channel(ch)
+					if err != nil {
+						t.Fatal(err)
+					}
+					want, err := r.Render(&e, ch, locale, "Europe/London")
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !reflect.DeepEqual(got, want) {
+						t.Errorf("%s %s %s after %v: got %+v, want %+v", locale, typ, ch, order, got, want)
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestPrepareUnknownTemplateIsPoison(t *testing.T) {
+	t.Parallel()
+	r, _ := New(Config{})
+	e := notify.Event{Type: "card.frozen", Template: "card.frozen"}
+	if _, err := r.Prepare(&e, "en", ""); notify.ClassOf(err) != notify.ClassPoison {
+		t.Fatalf("got %v, want poison", err)
 	}
 }
