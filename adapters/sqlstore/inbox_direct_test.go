@@ -14,7 +14,8 @@ import (
 
 // A fan-out writes its inbox deliveries with the rest: the inbox message and the
 // delivery recorded sent, its provider message id the inbox message's id. Running it
-// again adds nothing, and an in-app delivery recorded under an earlier id gets no
+// again adds nothing, running it after its records were deleted records the deliveries
+// of the messages there, and an in-app delivery recorded under an earlier id gets no
 // second inbox message.
 func TestFanOutWritesInboxDeliveries(t *testing.T) {
 	t.Parallel()
@@ -38,7 +39,17 @@ func TestFanOutWritesInboxDeliveries(t *testing.T) {
 			// Two rows, so that the multi-row statements are used where there are any.
 			Inbox: []sqlstore.InboxDelivery{inapp("e-1", "cust-1"), inapp("e-1", "cust-2")},
 		}
-		for run := 1; run <= 2; run++ {
+		for run := 1; run <= 3; run++ {
+			if run == 3 {
+				// The event's records deleted, its inbox messages kept (PruneRecords),
+				// then the event again: the deliveries name the messages there.
+				for _, q := range []string{`DELETE FROM herald_deliveries WHERE event_id = 'e-1'`,
+					`DELETE FROM herald_notifications WHERE id = 'e-1'`} {
+					if _, err := db.W.ExecContext(ctx, q); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
 			if err := db.CommitFanOut(ctx, f); err != nil {
 				t.Fatalf("run %d: %v", run, err)
 			}
@@ -79,14 +90,21 @@ func TestFanOutWritesInboxDeliveries(t *testing.T) {
 			}
 		}
 
-		// Recorded before ids sorted by time: the redelivered event's inbox delivery,
-		// under the new id, is neither written to the inbox nor recorded.
+		// Recorded before ids sorted by time (with its notification, as Herald records
+		// every delivery): the redelivered event's inbox delivery, under the new id, is
+		// neither written to the inbox nor recorded. The fan-out that redelivers it
+		// carries a new event's notification (e-3), whose inbox delivery is written.
 		earlier := inapp("e-2", "cust-3")
 		earlier.ID = "dlv_0123456789abcdef0123456789abcdef"
-		if err := db.Deliveries().InsertQueued(ctx, db.W, []notify.Delivery{earlier.Delivery}); err != nil {
+		n2 := sqlstore.Notification{ID: "e-2", Type: "transaction.posted", CustomerID: "cust-3", OccurredAt: at,
+			Status: sqlstore.NotificationFannedOut}
+		if err := db.CommitFanOut(ctx, sqlstore.FanOut{Notification: n2, Deliveries: []notify.Delivery{earlier.Delivery}}); err != nil {
 			t.Fatal(err)
 		}
-		if err := db.CommitFanOut(ctx, sqlstore.FanOut{Inbox: []sqlstore.InboxDelivery{inapp("e-2", "cust-3"), inapp("e-3", "cust-3")}}); err != nil {
+		n3 := n2
+		n3.ID = "e-3"
+		if err := db.CommitFanOut(ctx, sqlstore.FanOut{Notification: n3,
+			Inbox: []sqlstore.InboxDelivery{inapp("e-2", "cust-3"), inapp("e-3", "cust-3")}}); err != nil {
 			t.Fatal(err)
 		}
 		page, err := db.Inbox().List(ctx, "cust-3", "", 10)

@@ -221,14 +221,19 @@ func TestFanOutKeepsDeliveriesRecordedUnderEarlierIDs(t *testing.T) {
 		at := time.Now()
 		d := notify.Delivery{ID: "dlv_0123456789abcdef0123456789abcdef", EventID: "e-up", EventType: "x", Channel: notify.ChannelSMS,
 			Lane: notify.LaneNormal, Address: "+8613800138000", OccurredAt: at}
-		if err := db.Deliveries().InsertQueued(ctx, db.W, []notify.Delivery{d}); err != nil {
+		// Recorded as every version of Herald records a delivery: with its event's
+		// notification.
+		n := sqlstore.Notification{ID: "e-up", Type: "x", OccurredAt: at, Status: sqlstore.NotificationFannedOut}
+		if err := db.CommitFanOut(ctx, sqlstore.FanOut{Notification: n, Deliveries: []notify.Delivery{d}}); err != nil {
 			t.Fatal(err)
 		}
 		again := d
 		again.ID = notify.DeliveryID(d.EventID, at, d.Channel, string(d.Address))
 		other := again
 		other.EventID, other.ID = "e-new", notify.DeliveryID("e-new", at, d.Channel, string(d.Address))
-		n := sqlstore.Notification{ID: "e-up", Type: "x", OccurredAt: at, Status: sqlstore.NotificationFannedOut}
+		// One fan-out with a new event's notification (e-new), its delivery and the
+		// redelivered one of the event recorded before.
+		n.ID = "e-new"
 		if err := db.CommitFanOut(ctx, sqlstore.FanOut{Notification: n, Deliveries: []notify.Delivery{again, other}}); err != nil {
 			t.Fatal(err)
 		}
