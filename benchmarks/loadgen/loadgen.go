@@ -107,9 +107,13 @@ type Result struct {
 	// coreAttempts times in a row fails the run.
 	CoreRetries int     `json:"core_retries"`
 	RSSMBMax    float64 `json:"rss_mb_max"`
-	Database    string  `json:"database"`
-	Transport   string  `json:"transport"`
-	Writers     int     `json:"writers"`
+	// CPU is where the processor time of the run went, from the first commit to the
+	// last delivery; BacklogCPU the same for the catch-up of --backlog. Linux only.
+	CPU        *CPU   `json:"cpu,omitempty"`
+	BacklogCPU *CPU   `json:"backlog_cpu,omitempty"`
+	Database   string `json:"database"`
+	Transport  string `json:"transport"`
+	Writers    int    `json:"writers"`
 	// Mix is the share of each event type, in percent.
 	Mix       map[string]float64 `json:"mix"`
 	Series    []Point            `json:"-"`
@@ -179,6 +183,7 @@ func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Res
 			return res, err
 		}
 		start := time.Now()
+		cpu := startCPU()
 		base := endedSoFar(ctx, herald)
 		if err := herald.Start(ctx); err != nil {
 			return res, err
@@ -186,6 +191,7 @@ func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Res
 		if err := waitDone(ctx, db, herald, base, prefix, cfg.Backlog, cfg.Mix, cfg.Timeout, cfg.Progress); err != nil {
 			return res, err
 		}
+		res.BacklogCPU = cpu.stop()
 		v := round(float64(cfg.Backlog)/time.Since(start).Seconds(), 1)
 		res.BacklogEventsPerSecond = &v
 		if res.Baseline.DrainRowsPerSecond > 0 {
@@ -205,6 +211,7 @@ func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Res
 	var next atomic.Int64
 	base := endedSoFar(ctx, herald)
 	start := time.Now()
+	cpu := startCPU()
 	var wg sync.WaitGroup
 	errc := make(chan error, cfg.Writers)
 	for w := 0; w < cfg.Writers; w++ {
@@ -264,6 +271,7 @@ func Run(ctx context.Context, db *sqlstore.DB, herald Pipeline, cfg Config) (Res
 		return res, err
 	}
 	elapsed := time.Since(start)
+	res.CPU = cpu.stop()
 	sum, err := db.Deliveries().Summarize(ctx, prefix, true)
 	if err != nil {
 		return res, err

@@ -253,6 +253,10 @@ func (c *loadgenCmd) Run() error {
 		fmt.Printf("  keeps up:    no, the lag grew %.1f events/s (%d events behind the core when it stopped)\n",
 			res.Lag.GrowthPerSecond, res.Lag.AtLastCommit)
 	}
+	if c := res.CPU; c != nil {
+		fmt.Printf("  cpu:         this process %.1f s, other processes %.1f s (the database, if on this machine); %.0f%% of %d cores busy\n",
+			c.ProcessSeconds, c.OthersSeconds, 100*c.BusyShare, c.Cores)
+	}
 	fmt.Printf("  memory:      %.1f MB RSS at most\n", res.RSSMBMax)
 	return nil
 }

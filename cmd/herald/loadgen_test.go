@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +60,16 @@ func TestLoadgenBinary(t *testing.T) {
 		if l == nil || inapp == nil || l["p50"].(float64) < rec["p50"].(float64) ||
 			l["p50"].(float64) < inapp["p50"].(float64) || l["max"].(float64) < inapp["max"].(float64) {
 			t.Fatalf("%s latency must include the hop to the fan-out's record and end after the in-app message: %s", ch, out)
+		}
+	}
+	// Where the processor time went, in the run and in the catch-up (Linux).
+	if runtime.GOOS == "linux" {
+		for _, k := range []string{"cpu", "backlog_cpu"} {
+			c, _ := res[k].(map[string]any)
+			if c == nil || c["process_seconds"].(float64) <= 0 || c["others_seconds"].(float64) < 0 ||
+				c["busy_share"].(float64) <= 0 || c["busy_share"].(float64) > 1 || c["cores"].(float64) < 1 {
+				t.Fatalf("%s: %s", k, out)
+			}
 		}
 	}
 	html, err := os.ReadFile(report)

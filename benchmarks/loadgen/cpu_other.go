@@ -1,0 +1,5 @@
+//go:build !linux
+
+package loadgen
+
+func readCPU() (cpuSample, bool) { return cpuSample{}, false }
