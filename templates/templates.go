@@ -55,8 +55,8 @@ func (c Config) Validate() error {
 }
 
 type parsed struct {
-	title, short, body *template.Template
-	wechat             map[string]*template.Template
+	parts  [numParts]*template.Template // title, short text, body
+	wechat map[string]*template.Template
 }
 
 // Renderer renders messages from the built-in templates. It is safe for concurrent use.
@@ -88,7 +88,8 @@ func New(cfg Config) (*Renderer, error) {
 				t, err = template.New(name + "/" + part).Option("missingkey=zero").Parse(text)
 				return t
 			}
-			p.title, p.short, p.body = parse("title", s.Title), parse("short", s.Short), parse("body", s.Body)
+			p.parts = [numParts]*template.Template{partTitle: parse("title", s.Title), partShort: parse("short", s.Short),
+				partBody: parse("body", s.Body)}
 			for k, v := range s.WeChat {
 				p.wechat[k] = parse("wechat."+k, v)
 			}
@@ -199,7 +200,7 @@ const (
 	numParts
 )
 
-// Rendering is event e's content in one locale and time zone, for any of its channels.
+// Rendering is an event's content in one locale and time zone, for any of its channels.
 // The fan-out asks it for each of an event's channels, and they share parts: the title
 // (email, in-app, push), the short text (SMS, push, WeChat) and the body (email,
 // in-app). Each part is executed once, on first use. Not safe for concurrent use.
@@ -237,8 +238,7 @@ func (x *Rendering) exec(t *template.Template) (string, error) {
 // part returns part i, executing its template the first time.
 func (x *Rendering) part(i int) (string, error) {
 	if !x.done[i] {
-		t := [numParts]*template.Template{partTitle: x.p.title, partShort: x.p.short, partBody: x.p.body}[i]
-		s, err := x.exec(t)
+		s, err := x.exec(x.p.parts[i])
 		if err != nil {
 			return "", err
 		}
