@@ -12,8 +12,9 @@ import (
 )
 
 // MarkSent records each delivery's provider, provider message id and time exactly,
-// whatever the id holds, for deliveries marked together (one group statement: unnest on
-// PostgreSQL, a CASE per column on MySQL).
+// whatever the id holds, for deliveries marked at once, which the group commit puts in
+// shared statements (unnest on PostgreSQL, a CASE per column on MySQL) as often as the
+// goroutines meet.
 func TestMarkSentRecordsReceipts(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, db *sqlstore.DB) {
