@@ -13,8 +13,9 @@ type Lag struct {
 	AtLastCommit int `json:"at_last_commit"`
 	// GrowthPerSecond is the lag's slope over the measured seconds (lagOf):
 	// about 0 when Herald keeps the core's pace, the shortfall in events per second
-	// when it does not.
-	GrowthPerSecond float64 `json:"growth_per_second"`
+	// when it does not. Nil (left out of the JSON) when the run was too short to
+	// measure it, as is the verdict: a 0 there would read as a flat lag.
+	GrowthPerSecond *float64 `json:"growth_per_second,omitempty"`
 }
 
 const (
@@ -76,7 +77,8 @@ func lagOf(pts []Point, skip int) (lag Lag, keepsUp *bool) {
 	if len(slopes)%2 == 0 {
 		growth = (slopes[m-1] + slopes[m]) / 2
 	}
-	lag.GrowthPerSecond = round(growth, 1)
+	g := round(growth, 1)
+	lag.GrowthPerSecond = &g
 	rate /= float64(n)
 	ok := growth <= keepUpShare*rate
 	return lag, &ok

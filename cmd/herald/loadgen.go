@@ -248,10 +248,10 @@ func (c *loadgenCmd) Run() error {
 		fmt.Printf("  keeps up:    not judged: under 5 seconds of commits were measured (run longer, e.g. --duration 60s)\n")
 	case *res.KeepsUp:
 		fmt.Printf("  keeps up:    yes, the lag grew %.1f events/s (at most %d events behind the core)\n",
-			res.Lag.GrowthPerSecond, res.Lag.Max)
+			*res.Lag.GrowthPerSecond, res.Lag.Max)
 	default:
 		fmt.Printf("  keeps up:    no, the lag grew %.1f events/s (%d events behind the core when it stopped)\n",
-			res.Lag.GrowthPerSecond, res.Lag.AtLastCommit)
+			*res.Lag.GrowthPerSecond, res.Lag.AtLastCommit)
 	}
 	if c := res.CPU; c != nil {
 		fmt.Printf("  cpu:         this process %.1f s, other processes %.1f s (the database, if on this machine); %.0f%% of %d cores busy\n",
