@@ -395,6 +395,16 @@ func setInboxIDs(rs []*groupReq, found map[string]int64) {
 // fan-out requests; topics in the order of their first message, so that a topic keeps
 // the order in which the events were handed out.
 func fanOutRows(rs []*groupReq) (ns []NotificationRecord, ds []notify.Delivery, topics []string, byTopic map[string][]*message.Message, ibs []InboxDelivery) {
+	// The rows' slices are sized first: a delivery is a large struct, and a group
+	// holds up to groupMax fan-outs, so growing them by appending copied each several
+	// times.
+	var nd, ni int
+	for _, r := range rs {
+		f := r.arg.(FanOut)
+		nd, ni = nd+len(f.Deliveries), ni+len(f.Inbox)
+	}
+	ns = make([]NotificationRecord, 0, len(rs))
+	ds, ibs = make([]notify.Delivery, 0, nd), make([]InboxDelivery, 0, ni)
 	byTopic = map[string][]*message.Message{}
 	for _, r := range rs {
 		f := r.arg.(FanOut)
