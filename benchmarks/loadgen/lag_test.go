@@ -1,6 +1,10 @@
 package loadgen
 
-import "testing"
+import (
+	"math"
+	"strconv"
+	"testing"
+)
 
 // pace builds n seconds in which the core commits rate events a second and Herald
 // delivers deliver a second, starting a second later, then drains what is left.
@@ -28,6 +32,16 @@ func stall(pts []Point, s int) []Point {
 	return pts
 }
 
+// shrink starts the lag n events higher and takes one event off it every 25 seconds,
+// by handling one event more in each 25th second.
+func shrink(pts []Point, n int) []Point {
+	pts[0].Committed += n
+	for s := 25; s < len(pts); s += 25 {
+		pts[s].Ended++
+	}
+	return pts
+}
+
 func TestLagVerdict(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -48,6 +62,8 @@ func TestLagVerdict(t *testing.T) {
 		{name: "the warm-up left out", pts: pace(12, 1000, 900), skip: 4, growth: 100, max: 2100, atLast: 2100, judged: true},
 		{name: "a stall near the end does not decide", pts: stall(pace(10, 100, 150), 8), growth: 0, max: 200, atLast: 100, judged: true, verdict: true},
 		{name: "a long run", pts: pace(3000, 1000, 990), growth: 10, max: 30990, atLast: 30990, judged: true, verdict: true},
+		// The lag shrinks by 0.04 events a second: rounded, a growth of 0, not -0.
+		{name: "a lag shrinking too slowly to show", pts: shrink(pace(400, 100, 100), 20), growth: 0, max: 120, atLast: 105, judged: true, verdict: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			lag, keeps := lagOf(tc.pts, tc.skip)
@@ -56,8 +72,12 @@ func TestLagVerdict(t *testing.T) {
 			}
 			// The slope is measured exactly when the verdict is given: a run too short
 			// to judge has none, rather than a 0 that would read as a flat lag.
-			if g := lag.GrowthPerSecond; (g != nil) != tc.judged || g != nil && *g != tc.growth {
-				t.Fatalf("growth %v, want measured %v and %.1f", g, tc.judged, tc.growth)
+			if g := lag.GrowthPerSecond; (g != nil) != tc.judged || g != nil && (*g != tc.growth || math.Signbit(*g) != math.Signbit(tc.growth)) {
+				got := "none"
+				if g != nil {
+					got = strconv.FormatFloat(*g, 'f', -1, 64)
+				}
+				t.Fatalf("growth %s, want measured %v and %.1f", got, tc.judged, tc.growth)
 			}
 			if (keeps != nil) != tc.judged || keeps != nil && *keeps != tc.verdict {
 				t.Fatalf("keeps up %v, want judged %v and %v", keeps, tc.judged, tc.verdict)

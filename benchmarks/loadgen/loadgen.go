@@ -613,7 +613,11 @@ func series(ctx context.Context, db *sqlstore.DB, prefix string, start time.Time
 
 func round(x float64, places int) float64 {
 	p := math.Pow10(places)
-	return math.Round(x*p) / p
+	r := math.Round(x*p) / p
+	if r == 0 {
+		return 0 // not -0, which JSON prints as "-0" (a lag shrinking by 0.04 a second)
+	}
+	return r
 }
 
 // rssSampler records the largest resident set size of this process.
